@@ -23,29 +23,43 @@ class Settings(BaseSettings):
         description="PostgreSQL DSN (asyncpg form). A secret: never logged.",
     )
     chroma_url: str = Field(default="http://127.0.0.1:8000", description="Chroma server URL.")
-    chroma_token: SecretStr | None = Field(default=None, description="Chroma auth token, if the server wants one.")
+    chroma_token: SecretStr | None = Field(
+        default=None, description="Chroma auth token, if the server wants one."
+    )
     qdrant_url: str | None = Field(default=None, description="Qdrant server URL; exclusive with qdrant_path.")
     qdrant_path: Path | None = Field(
         default=None, description="Qdrant local-mode folder (one process only: the indexing worker)."
     )
     qdrant_api_key: SecretStr | None = Field(default=None, description="Qdrant API key, if any.")
-    qdrant_collection: str = Field(default="lmgpa_chunks", description="The Qdrant collection for all chunks.")
+    qdrant_collection: str = Field(
+        default="lmgpa_chunks", description="The Qdrant collection for all chunks."
+    )
     storage_root: Path = Field(
         default=Path("var/storage"), description="Root folder of the local object storage (file:// URLs)."
     )
 
-    topic_partitions: int = Field(default=6, ge=1, description="Partitions per topic when the stack creates them.")
-    consumer_group_prefix: str = Field(default="lmgpa", description="Consumer groups are '<prefix>.<service>'.")
+    topic_partitions: int = Field(
+        default=6, ge=1, description="Partitions per topic when the stack creates them."
+    )
+    consumer_group_prefix: str = Field(
+        default="lmgpa", description="Consumer groups are '<prefix>.<service>'."
+    )
     max_poll_interval_ms: int = Field(default=300_000, ge=10_000)
     batch_max_records: int = Field(default=64, ge=1, description="Messages per batch for batching workers.")
 
     embedding_model_path: Path | None = Field(
-        default=None, description="Folder of a sentence-transformers model; default: the packaged all-MiniLM-L6-v2."
+        default=None,
+        description="Folder of a sentence-transformers model; default: the packaged all-MiniLM-L6-v2.",
     )
     embedding_model_name: str = Field(default="all-MiniLM-L6-v2", description="Recorded with every vector.")
+    embedding_dimensions: int = Field(
+        default=384, ge=1, description="Vector size of the model (Qdrant collection)."
+    )
     embedding_batch_size: int = Field(default=32, ge=1)
     chunk_tokens: int = Field(default=200, ge=16, description="Target word pieces per chunk.")
-    chunk_overlap_tokens: int = Field(default=32, ge=0, description="Word pieces shared by consecutive chunks.")
+    chunk_overlap_tokens: int = Field(
+        default=32, ge=0, description="Word pieces shared by consecutive chunks."
+    )
 
     max_note_chars: int = Field(default=2_000_000, ge=1, description="Largest note accepted, in characters.")
 

@@ -40,3 +40,16 @@ SERVICE_INPUTS: Final[dict[str, tuple[str, ...]]] = {
 """Which topics each worker consumes; every worker may also publish to SOURCE_FAILED and DEAD_LETTER."""
 
 SERVICES: Final[tuple[str, ...]] = tuple(SERVICE_INPUTS)
+
+PRODUCERS: Final[dict[str, tuple[str, ...]]] = {
+    SOURCE_UPLOADED: ("backend",),
+    AUDIO_UPLOADED: ("upload",),
+    PHOTO_UPLOADED: ("upload",),
+    TEXTBOOK_UPLOADED: ("upload",),
+    TEXT_EXTRACTED: ("upload", "transcription", "ocr", "chunking"),
+    CHUNKS_EMBEDDED: ("embedding",),
+    SOURCE_INDEXED: ("indexing",),
+    SOURCE_FAILED: SERVICES,
+    DEAD_LETTER: SERVICES,
+}
+"""Who publishes to each topic (notes go from upload straight to TEXT_EXTRACTED: nothing to extract)."""

@@ -1,0 +1,67 @@
+"""Indexing worker: FastStream wiring only. It alone writes the vector stores (and owns local-mode Qdrant)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from faststream.kafka.annotations import KafkaMessage
+
+from services.indexing.adapters import PostgresLedger
+from services.indexing.handlers import SERVICE, index_chunks
+from shared.broker import consumer_options
+from shared.events import topics
+from shared.events.models import ChunksEmbedded
+from shared.service import Runtime
+from shared.tracking import PostgresTracker
+from shared.vectors.chroma import ChromaStore, make_chroma_client
+from shared.vectors.qdrant import QdrantStore, make_qdrant_client
+
+runtime = Runtime(SERVICE)
+broker = runtime.broker
+
+
+class Stores:
+    """Opened once in the lifespan."""
+
+    qdrant: QdrantStore
+    chroma: ChromaStore
+
+
+stores = Stores()
+
+
+@asynccontextmanager
+async def lifespan() -> AsyncIterator[None]:
+    """Open both vector stores (creating the Qdrant collection and its indexes) once per process."""
+    settings = runtime.settings
+    qdrant_client = make_qdrant_client(settings)
+    stores.qdrant = QdrantStore(
+        qdrant_client, collection=settings.qdrant_collection, dimensions=settings.embedding_dimensions
+    )
+    await stores.qdrant.ensure_collection()
+    stores.chroma = ChromaStore(await make_chroma_client(settings))
+    try:
+        async with runtime.started():
+            yield
+    finally:
+        await qdrant_client.close()
+
+
+@broker.subscriber(topics.CHUNKS_EMBEDDED, **consumer_options(runtime.settings, service=SERVICE, batch=True))
+async def on_chunks_embedded(message: KafkaMessage) -> None:
+    """Index a batch of embedded chunks."""
+    await runtime.worker.handle_batch(
+        message.raw_message,  # type: ignore[arg-type]
+        ChunksEmbedded,
+        lambda events: index_chunks(
+            events,
+            stores=(stores.qdrant, stores.chroma),
+            ledger=PostgresLedger(runtime.pool),
+            tracker=PostgresTracker(runtime.pool),
+            qdrant_collection=runtime.settings.qdrant_collection,
+        ),
+    )
+
+
+app = runtime.app(lifespan)

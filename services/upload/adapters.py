@@ -1,0 +1,61 @@
+"""Upload's side effects: the platform's rows in PostgreSQL."""
+
+from __future__ import annotations
+
+import uuid
+
+import asyncpg
+
+from shared.db import jobs, owners, sources
+from shared.events.models import SourceUploaded
+from shared.ports import SourceRow
+from shared.storage import StoredFile
+
+
+class PostgresDirectory:
+    """Classes, content rows and jobs, through shared.db."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    async def class_owner(self, class_id: uuid.UUID) -> uuid.UUID | None:
+        """The user owning a class, or None."""
+        return await owners.class_owner(self.pool, class_id=class_id)
+
+    async def find_source(self, kind: str, source_id: uuid.UUID) -> SourceRow | None:
+        """A content row, or None."""
+        return await sources.get_source(self.pool, kind=kind, source_id=source_id)
+
+    async def accept(
+        self, event: SourceUploaded, *, text: str | None, stored: StoredFile | None, next_stage: str
+    ) -> SourceRow:
+        """Insert (or reuse) the row, open the job and mark the next stage waiting, in one transaction."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            row = await sources.insert_source(
+                conn,
+                kind=event.kind,
+                source_id=event.source_id,
+                user_id=event.user_id,
+                class_id=event.class_id,
+                title=event.title,
+                storage_url=stored.url if stored else None,
+                text=text,
+                note_type=event.note_type,
+                file_type=event.media_type,
+                size_bytes=stored.size_bytes if stored else None,
+                author=event.author,
+                isbn=event.isbn,
+            )
+            await jobs.open_job(
+                conn,
+                source_id=row.source_id,
+                kind=event.kind,
+                user_id=event.user_id,
+                class_id=event.class_id,
+                title=event.title,
+                correlation_id=event.correlation_id,
+                upload_event_id=event.event_id,
+            )
+            await jobs.finish_stage(conn, source_id=row.source_id, stage="upload")
+            await jobs.enqueue_stage(conn, source_id=row.source_id, stage=next_stage)
+        return row

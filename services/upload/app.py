@@ -1,0 +1,43 @@
+"""Upload worker: FastStream wiring only."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from faststream.kafka.annotations import KafkaMessage
+
+from services.upload.adapters import PostgresDirectory
+from services.upload.handlers import SERVICE, Limits, accept_upload
+from shared.broker import consumer_options
+from shared.events import topics
+from shared.events.models import SourceUploaded
+from shared.service import Runtime
+from shared.storage import LocalStorage
+
+runtime = Runtime(SERVICE)
+broker = runtime.broker
+storage = LocalStorage(runtime.settings.storage_root)
+limits = Limits(max_note_chars=runtime.settings.max_note_chars)
+
+
+@asynccontextmanager
+async def lifespan() -> AsyncIterator[None]:
+    """Database pool and runner for the life of the process."""
+    async with runtime.started():
+        yield
+
+
+@broker.subscriber(topics.SOURCE_UPLOADED, **consumer_options(runtime.settings, service=SERVICE))
+async def on_source_uploaded(message: KafkaMessage) -> None:
+    """Accept or refuse one upload."""
+    await runtime.worker.handle(
+        message.raw_message,  # type: ignore[arg-type]
+        SourceUploaded,
+        lambda event: accept_upload(
+            event, directory=PostgresDirectory(runtime.pool), storage=storage, limits=limits
+        ),
+    )
+
+
+app = runtime.app(lifespan)

@@ -1,0 +1,131 @@
+"""Upload: validate an upload, check who owns what, create or reuse the row, route it to its kind's worker."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Protocol
+
+from shared.errors import PermanentError
+from shared.events.models import (
+    AudioUploaded,
+    Envelope,
+    PhotoUploaded,
+    SourceRef,
+    SourceUploaded,
+    TextbookUploaded,
+    TextExtracted,
+    TextSegment,
+)
+from shared.events.parts import split_into_parts
+from shared.ports import SourceRow
+from shared.storage import StoredFile
+
+SERVICE = "upload"
+NEXT_STAGE_OF_KIND = {"audio": "transcription", "photo": "ocr", "textbook": "chunking", "note": "embedding"}
+MEDIA_EVENT_OF_KIND: dict[str, type[AudioUploaded | PhotoUploaded | TextbookUploaded]] = {
+    "audio": AudioUploaded,
+    "photo": PhotoUploaded,
+    "textbook": TextbookUploaded,
+}
+
+
+class Storage(Protocol):
+    """Where uploaded files are; refuses URLs outside its root."""
+
+    def resolve(self, url: str) -> StoredFile:
+        """The checked file a URL names (raises PermanentError if refused or missing)."""
+
+
+class Directory(Protocol):
+    """The platform's rows: classes, content rows and jobs."""
+
+    async def class_owner(self, class_id: uuid.UUID) -> uuid.UUID | None:
+        """The user owning a class, or None."""
+
+    async def find_source(self, kind: str, source_id: uuid.UUID) -> SourceRow | None:
+        """A content row, or None."""
+
+    async def accept(
+        self, event: SourceUploaded, *, text: str | None, stored: StoredFile | None, next_stage: str
+    ) -> SourceRow:
+        """Insert (or reuse) the row, open the job and mark the next stage waiting, in one transaction."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What an upload may be."""
+
+    max_note_chars: int
+
+
+async def accept_upload(
+    event: SourceUploaded, *, directory: Directory, storage: Storage, limits: Limits
+) -> list[Envelope]:
+    """Accept one upload: its class must be the user's, an existing row must be theirs; then route it."""
+    owner = await directory.class_owner(event.class_id)
+    if owner is None:
+        raise PermanentError("unknown_class", f"class {event.class_id} does not exist")
+    if owner != event.user_id:
+        raise PermanentError(
+            "class_not_owned", f"class {event.class_id} does not belong to user {event.user_id}"
+        )
+
+    existing = await directory.find_source(event.kind, event.source_id)
+    if event.row_id is not None and existing is None:
+        raise PermanentError("unknown_row", f"no {event.kind} row with id {event.row_id}")
+    if existing is not None and (existing.user_id, existing.class_id) != (event.user_id, event.class_id):
+        raise PermanentError(
+            "row_not_owned", f"{event.kind} row {event.source_id} does not belong to this user and class"
+        )
+
+    text: str | None = None
+    stored: StoredFile | None = None
+    if event.kind == "note":
+        text = event.text if event.text is not None else (existing.text if existing else None)
+        if text is None or not text.strip():
+            raise PermanentError("empty_text", "the note has no text to index")
+        if len(text) > limits.max_note_chars:
+            raise PermanentError(
+                "too_large", f"the note has {len(text)} characters; the limit is {limits.max_note_chars}"
+            )
+    else:
+        assert event.storage_url is not None  # the model guarantees it for media kinds
+        stored = storage.resolve(event.storage_url)
+        if stored.size_bytes == 0:
+            raise PermanentError("empty_file", "the uploaded file is empty")
+
+    next_stage = NEXT_STAGE_OF_KIND[event.kind]
+    row = await directory.accept(event, text=text, stored=stored, next_stage=next_stage)
+    source = SourceRef(
+        source_id=row.source_id,
+        kind=event.kind,
+        user_id=event.user_id,
+        class_id=event.class_id,
+        title=row.title,
+        created_at=row.created_at,
+    )
+    if event.kind == "note":
+        assert text is not None
+        parts = split_into_parts([TextSegment(text=text)])
+        return [
+            TextExtracted(
+                **event.follow(f"TextExtracted/{i}", producer=SERVICE),
+                source=source,
+                segments=segments,
+                part_index=i,
+                part_count=len(parts),
+            )
+            for i, segments in enumerate(parts)
+        ]
+    assert stored is not None
+    media_event = MEDIA_EVENT_OF_KIND[event.kind]
+    return [
+        media_event(
+            **event.follow(media_event.__name__, producer=SERVICE),
+            source=source,
+            storage_url=stored.url,
+            media_type=event.media_type,
+            size_bytes=stored.size_bytes,
+        )
+    ]

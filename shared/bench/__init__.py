@@ -1,0 +1,1 @@
+"""Benchmarks runnable as `python -m shared.bench.<name>`; they print figures and assert nothing."""

@@ -1,0 +1,104 @@
+"""The Kafka broker every service uses: one factory, one publishing rule, one set of consumer options."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from faststream import BaseMiddleware
+from faststream.kafka import KafkaBroker
+from faststream.message import StreamMessage
+from faststream.middlewares import AckPolicy
+
+from shared.events.models import DeadLetter, Envelope
+from shared.events.topics import ALL_TOPICS
+from shared.settings import Settings
+
+MAX_MESSAGE_BYTES = 1_000_000
+"""The broker's default limit; events are split well below it."""
+
+
+class LogContextMiddleware(BaseMiddleware):
+    """Binds the message's topic, partition, offset and key to every log line of its handling."""
+
+    async def consume_scope(self, call_next: Any, msg: StreamMessage[Any]) -> Any:
+        """Bind Kafka coordinates for the duration of one message (or batch)."""
+        raw = msg.raw_message
+        first = raw[0] if isinstance(raw, tuple) else raw
+        with structlog.contextvars.bound_contextvars(
+            topic=getattr(first, "topic", None),
+            partition=getattr(first, "partition", None),
+            offset=getattr(first, "offset", None),
+            batch_size=len(raw) if isinstance(raw, tuple) else 1,
+        ):
+            return await call_next(msg)
+
+
+def make_broker(settings: Settings, *, service: str) -> KafkaBroker:
+    """A broker for one service. No idempotent producer: Tansu lacks it; effects are idempotent instead."""
+    return KafkaBroker(
+        settings.kafka_bootstrap_servers,
+        client_id=f"lmgpa-{service}",
+        middlewares=[LogContextMiddleware],
+        acks="all",
+        enable_idempotence=False,
+        max_request_size=MAX_MESSAGE_BYTES,
+        max_batch_size=MAX_MESSAGE_BYTES,
+    )
+
+
+def consumer_options(settings: Settings, *, service: str, batch: bool = False) -> dict[str, Any]:
+    """Subscriber options shared by every worker: a group per service, commit after success only."""
+    options: dict[str, Any] = {
+        "group_id": f"{settings.consumer_group_prefix}.{service}",
+        # The broker's "latest" offset is wrong (field notes); committed offsets do the real work.
+        "auto_offset_reset": "earliest",
+        "ack_policy": AckPolicy.NACK_ON_ERROR,
+        "max_poll_interval_ms": settings.max_poll_interval_ms,
+    }
+    if batch:
+        options |= {"batch": True, "max_records": settings.batch_max_records, "batch_timeout_ms": 200}
+    return options
+
+
+async def publish(broker: KafkaBroker, event: Envelope) -> None:
+    """Publish one event to its topic, keyed by its source id, and wait for the broker's ack."""
+    body = event.model_dump_json().encode()
+    if len(body) >= MAX_MESSAGE_BYTES:
+        raise ValueError(f"{event.event_type} is {len(body)} bytes: split it into parts")
+    await broker.publish(
+        body,
+        topic=event.TOPIC,
+        key=event.key(),
+        headers={"event_type": event.event_type, "content-type": "application/json"},
+        correlation_id=str(event.correlation_id),
+    )
+
+
+async def publish_dead_letter(broker: KafkaBroker, letter: DeadLetter) -> None:
+    """Publish a dead letter, keyed like the original message."""
+    await broker.publish(
+        letter.model_dump_json().encode(),
+        topic=DeadLetter.TOPIC,
+        key=(letter.original_key or str(letter.dead_letter_id)).encode(),
+        headers={"event_type": "DeadLetter", "content-type": "application/json"},
+    )
+
+
+async def create_topics(
+    bootstrap_servers: str, *, partitions: int, topics: tuple[str, ...] = ALL_TOPICS
+) -> list[str]:
+    """Create the missing topics; returns the ones created."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [t for t in topics if t not in existing]
+        if missing:
+            await admin.create_topics(
+                [NewTopic(t, num_partitions=partitions, replication_factor=1) for t in missing]
+            )
+        return missing
+    finally:
+        await admin.close()

@@ -1,0 +1,284 @@
+"""What the CLI does as the backend would: store files, publish events, read statuses, search."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from faststream.kafka import KafkaBroker
+
+from shared.broker import make_broker, publish
+from shared.db import inbox, jobs, owners
+from shared.db.pool import create_pool
+from shared.events.models import CONTENT_TYPE_OF_KIND, MODEL_OF_TOPIC, SourceUploaded
+from shared.events.topics import ALL_TOPICS
+from shared.settings import Settings
+from shared.storage import LocalStorage
+
+PRODUCER = "lmgpa-cli"
+TOPIC_OF_EVENT_TYPE = {m.__name__: t for t, m in MODEL_OF_TOPIC.items()}
+
+
+async def ingest_source(
+    settings: Settings,
+    *,
+    path: Path | None,
+    note: str | None,
+    kind: str,
+    user_id: uuid.UUID,
+    class_id: uuid.UUID,
+    title: str | None,
+    create_owner: bool,
+    wait: bool,
+    wait_seconds: float,
+) -> dict[str, Any]:
+    """Store the file (or take the note), publish SourceUploaded, and optionally wait for the outcome."""
+    pool = await create_pool(settings.database_dsn(), max_size=2)
+    try:
+        if create_owner:
+            await owners.ensure_user(pool, user_id=user_id)
+            await owners.ensure_class(pool, class_id=class_id, user_id=user_id)
+        storage_url = None
+        text = note
+        if path is not None and kind == "note":
+            text = path.read_text(encoding="utf-8", errors="replace")
+        elif path is not None:
+            storage_url = LocalStorage(settings.storage_root).put(path, user_id=user_id).url
+        event_id = uuid.uuid4()
+        event = SourceUploaded(
+            event_id=event_id,
+            correlation_id=event_id,
+            producer=PRODUCER,
+            kind=kind,  # type: ignore[arg-type]
+            user_id=user_id,
+            class_id=class_id,
+            title=(title or (path.stem if path else " ".join(text.split()[:8]) if text else "note"))[:200]
+            or "note",
+            storage_url=storage_url,
+            text=text,
+            size_bytes=path.stat().st_size if path else None,
+        )
+        broker = make_broker(settings, service="cli")
+        async with broker:
+            await publish(broker, event)
+        result: dict[str, Any] = {
+            "source_id": str(event.source_id),
+            "event_id": str(event_id),
+            "kind": kind,
+            "content_type": CONTENT_TYPE_OF_KIND[kind],
+            "status": "published",
+        }
+        if not wait:
+            return result
+        deadline = time.monotonic() + wait_seconds
+        while time.monotonic() < deadline:
+            job = await jobs.get_job(pool, source_id=event.source_id)
+            if job is not None and job.status in ("completed", "failed"):
+                return {**result, **_job_dict(job)}
+            rejected = await inbox.list_rejections(pool, event_id=event_id, limit=1)
+            if rejected:
+                r = rejected[0]
+                return {
+                    **result,
+                    "status": "failed",
+                    "stage": r.consumer,
+                    "error_code": r.error_code,
+                    "error_message": r.error_message,
+                }
+            await asyncio.sleep(0.5)
+        job = await jobs.get_job(pool, source_id=event.source_id)
+        return {**result, **(_job_dict(job) if job else {}), "status": "timed_out"}
+    finally:
+        await pool.close()
+
+
+def load_fixtures(path: Path, *, topic: str | None = None) -> list[tuple[str, bytes, bytes]]:
+    """(topic, key, value) for every event in a JSON (object or list) or JSON Lines file, unchanged."""
+    text = path.read_text(encoding="utf-8")
+    stripped = text.strip()
+    items: list[Any]
+    if path.suffix == ".jsonl":
+        items = [json.loads(line) for line in text.splitlines() if line.strip()]
+    else:
+        try:
+            parsed = json.loads(stripped)
+            items = parsed if isinstance(parsed, list) else [parsed]
+        except json.JSONDecodeError:
+            # A deliberately malformed fixture: publish its bytes as they are, to the topic its folder names.
+            return [(_topic_for(None, path, topic), str(uuid.uuid4()).encode(), text.encode())]
+    return [(_topic_for(item, path, topic), _key_for(item), json.dumps(item).encode()) for item in items]
+
+
+def _topic_for(item: Any, path: Path, topic: str | None) -> str:
+    if topic:
+        return topic
+    if isinstance(item, dict) and item.get("event_type") in TOPIC_OF_EVENT_TYPE:
+        return TOPIC_OF_EVENT_TYPE[item["event_type"]]
+    if path.parent.name in ALL_TOPICS:
+        return path.parent.name
+    raise ValueError(f"{path}: cannot tell the topic; pass --topic")
+
+
+def _key_for(item: Any) -> bytes:
+    """The source id, computed as the upload worker will, so a fixture's events stay in one partition."""
+    if isinstance(item, dict):
+        try:
+            return str(SourceUploaded.model_validate(item).source_id).encode()
+        except ValueError:
+            pass
+        source = item.get("source")
+        if isinstance(source, dict) and source.get("source_id"):
+            return str(source["source_id"]).encode()
+        for field in ("row_id", "source_id", "event_id"):
+            if item.get(field):
+                return str(item[field]).encode()
+    return str(uuid.uuid4()).encode()
+
+
+async def publish_raw(settings: Settings, messages: list[tuple[str, bytes, bytes]]) -> None:
+    """Publish (topic, key, value) messages as they are."""
+    broker: KafkaBroker = make_broker(settings, service="cli")
+    async with broker:
+        for topic, key, value in messages:
+            await broker.publish(value, topic=topic, key=key, headers={"content-type": "application/json"})
+
+
+def _job_dict(job: jobs.JobRow) -> dict[str, Any]:
+    return {
+        "source_id": str(job.source_id),
+        "kind": job.kind,
+        "content_type": CONTENT_TYPE_OF_KIND[job.kind],
+        "user_id": str(job.user_id),
+        "class_id": str(job.class_id),
+        "title": job.title,
+        "status": job.status,
+        "stage": job.stage,
+        "attempts": job.attempts,
+        "chunk_count": job.chunk_count,
+        "error_code": job.error_code,
+        "error_message": job.error_message,
+        "updated_at": job.updated_at.isoformat(),
+        "stages": [
+            {
+                "stage": s.stage,
+                "status": s.status,
+                "attempts": s.attempts,
+                "units_done": s.units_done,
+                "units_total": s.units_total,
+                "unit": s.unit,
+                "enqueued_at": s.enqueued_at,
+                "started_at": s.started_at,
+                "finished_at": s.finished_at,
+                "heartbeat_at": s.heartbeat_at,
+                "error_code": s.error_code,
+                "error_message": s.error_message,
+            }
+            for s in job.stages
+        ],
+    }
+
+
+async def fetch_status(
+    settings: Settings, *, source_id: uuid.UUID | None, user_id: uuid.UUID | None, limit: int
+) -> dict[str, Any]:
+    """Jobs (with stages) and recent rejections."""
+    pool = await create_pool(settings.database_dsn(), max_size=2)
+    try:
+        found = await jobs.list_jobs(pool, source_id=source_id, user_id=user_id, limit=limit)
+        rejected = await inbox.list_rejections(pool, key=str(source_id) if source_id else None, limit=limit)
+    finally:
+        await pool.close()
+    return {
+        "sources": [_job_dict(j) for j in found],
+        "rejections": [
+            {
+                "consumer": r.consumer,
+                "topic": r.topic,
+                "key": r.message_key,
+                "event_id": str(r.event_id) if r.event_id else None,
+                "error_code": r.error_code,
+                "error_message": r.error_message,
+                "received_at": r.received_at.isoformat(),
+            }
+            for r in rejected
+        ],
+    }
+
+
+def render_status(report: dict[str, Any]) -> str:
+    """A table a person reads: one line per source, one indented line per stage."""
+    lines = [f"{'SOURCE':<36}  {'KIND':<8} {'STATUS':<10} {'STAGE':<13} {'CHUNKS':>6}  TITLE / REASON"]
+    for s in report["sources"]:
+        chunks = "" if s["chunk_count"] is None else str(s["chunk_count"])
+        tail = f"{s['error_code']}: {s['error_message']}" if s["error_code"] else (s["title"] or "")
+        lines.append(
+            f"{s['source_id']:<36}  {s['kind']:<8} {s['status']:<10} {s['stage']:<13} {chunks:>6}  {tail[:90]}"
+        )
+        for st in s["stages"]:
+            progress = f"{st['units_done']}/{st['units_total'] if st['units_total'] is not None else '?'} {st['unit'] or ''}".strip()
+            lines.append(
+                f"{'':<38}- {st['stage']:<13} {st['status']:<10} attempts {st['attempts']}  {progress}"
+            )
+    if report["rejections"]:
+        lines.append("")
+        lines.append("REJECTED MESSAGES (newest first)")
+        for r in report["rejections"]:
+            lines.append(
+                f"  {r['received_at'][:19]}  {r['consumer']:<10} {r['error_code']:<18} {r['error_message'][:100]}"
+            )
+    return "\n".join(lines)
+
+
+async def search_chunks(
+    settings: Settings,
+    query: str,
+    *,
+    user_id: uuid.UUID,
+    class_id: uuid.UUID,
+    content_type: str | None,
+    limit: int,
+    store: str,
+) -> list[dict[str, Any]]:
+    """Embed the query with the pipeline's model and search one store, always filtered to the user."""
+    from shared.embedder import SentenceEmbedder
+
+    embedder = SentenceEmbedder(settings.embedding_model_path, name=settings.embedding_model_name)
+    vector = (await embedder.embed([query]))[0].tolist()
+    content_types = [content_type] if content_type else list(CONTENT_TYPE_OF_KIND.values())
+    if store == "chroma":
+        from shared.vectors.chroma import ChromaStore, make_chroma_client
+
+        chroma = ChromaStore(await make_chroma_client(settings))
+        hits = await chroma.search(
+            vector, user_id=user_id, class_id=class_id, content_types=content_types, limit=limit
+        )
+    elif store == "qdrant":
+        from shared.vectors.qdrant import QdrantStore, make_qdrant_client
+
+        client = make_qdrant_client(settings)
+        try:
+            qdrant = QdrantStore(
+                client, collection=settings.qdrant_collection, dimensions=settings.embedding_dimensions
+            )
+            hits = await qdrant.search(
+                vector, user_id=user_id, class_id=class_id, content_type=content_type, limit=limit
+            )
+        finally:
+            await client.close()
+    else:
+        raise ValueError(f"unknown store {store!r}: chroma or qdrant")
+    return [
+        {
+            "score": h.score,
+            "document_id": h.document_id,
+            "source_id": h.metadata.get("source_id"),
+            "content_type": h.metadata.get("content_type"),
+            "text": h.text,
+            "metadata": h.metadata,
+        }
+        for h in hits
+    ]

@@ -1,0 +1,319 @@
+"""``lmgpa``: run a worker, the embedded stack, and play the backend (ingest, replay, status, search)."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+import os
+import sys
+import uuid
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from shared.devstack import stack
+from shared.events import topics
+from shared.settings import Settings
+
+app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False)
+dev = typer.Typer(help="The embedded default stack (no Docker, nothing to configure).", no_args_is_help=True)
+topics_cli = typer.Typer(help="Kafka topics.", no_args_is_help=True)
+schemas_cli = typer.Typer(help="The generated contract under schemas/.", no_args_is_help=True)
+app.add_typer(dev, name="dev")
+app.add_typer(topics_cli, name="topics")
+app.add_typer(schemas_cli, name="schemas")
+
+KIND_OF_SUFFIX = {
+    **dict.fromkeys(
+        (".m4a", ".mp4", ".aac", ".mp3", ".wav", ".flac", ".ogg", ".oga", ".opus", ".webm"), "audio"
+    ),
+    **dict.fromkeys((".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".heic", ".heif", ".bmp"), "photo"),
+    ".pdf": "textbook",
+    **dict.fromkeys((".txt", ".md"), "note"),
+}
+UserOpt = Annotated[uuid.UUID, typer.Option("--user", help="The student's users.id.")]
+ClassOpt = Annotated[uuid.UUID, typer.Option("--class", help="The class's classes.id.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+
+
+def settings() -> Settings:
+    """LMGPA_ variables first; any not set are taken from the running dev stack, if there is one."""
+    state = stack.load_state()
+    if state is not None:
+        for key, value in state.env.items():
+            os.environ.setdefault(key, value)
+    return Settings()
+
+
+def _emit(data: Any) -> None:
+    typer.echo(json.dumps(data, indent=2, default=str))
+
+
+# ----------------------------------------------------------------------------------------------- operations
+
+
+@app.command()
+def worker(name: Annotated[str, typer.Argument(help=f"One of: {', '.join(topics.SERVICES)}.")]) -> None:
+    """Run one worker in the foreground (scale by running more of them)."""
+    if name not in topics.SERVICES:
+        raise typer.BadParameter(f"unknown worker {name!r}; choose one of {', '.join(topics.SERVICES)}")
+    module = importlib.import_module(f"services.{name}.app")
+    application = module.app
+    cfg: Settings = module.runtime.settings
+    if cfg.http_port is not None:
+        import uvicorn
+
+        uvicorn.run(application, host=cfg.http_host, port=cfg.http_port, log_level="warning")
+    else:
+        asyncio.run(application.run())
+
+
+@app.command()
+def migrate() -> None:
+    """Apply the SQL migrations under schemas/migrations (idempotent)."""
+    from shared.db.migrate import apply_migrations
+
+    applied = asyncio.run(apply_migrations(settings().database_dsn()))
+    typer.echo(f"applied: {', '.join(applied)}" if applied else "database is up to date")
+
+
+@topics_cli.command("create")
+def topics_create(
+    partitions: Annotated[int | None, typer.Option(help="Default: LMGPA_TOPIC_PARTITIONS.")] = None,
+) -> None:
+    """Create every topic of the contract that does not exist yet."""
+    from shared.broker import create_topics
+
+    cfg = settings()
+    created = asyncio.run(
+        create_topics(cfg.kafka_bootstrap_servers, partitions=partitions or cfg.topic_partitions)
+    )
+    typer.echo(f"created: {', '.join(created)}" if created else "all topics exist")
+
+
+@schemas_cli.command("generate")
+def schemas_generate() -> None:
+    """Write the JSON Schema of every event and the AsyncAPI document under schemas/."""
+    from shared.events.schemas import write_schemas
+
+    for path in write_schemas():
+        typer.echo(f"wrote {path}")
+
+
+@schemas_cli.command("check")
+def schemas_check() -> None:
+    """Fail if the committed schemas differ from the models."""
+    from shared.events.schemas import stale_schemas
+
+    stale = stale_schemas()
+    if stale:
+        typer.echo(f"out of date: {', '.join(stale)}; run `lmgpa schemas generate`", err=True)
+        raise typer.Exit(1)
+    typer.echo("schemas are up to date")
+
+
+# ---------------------------------------------------------------------------------------------------- dev stack
+
+
+@dev.command("up")
+def dev_up(
+    services: Annotated[list[str] | None, typer.Option("--service", help="Start only these workers.")] = None,
+) -> None:
+    """Start PostgreSQL, the broker, Chroma, local Qdrant and the workers; prints how to reach them."""
+    state = stack.up(services=tuple(services or topics.SERVICES))
+    typer.echo(f"stack up in {state.home}")
+    for w in state.workers:
+        typer.echo(f"  worker {w.service}-{w.replica}: pid {w.pid}, log {w.log_path}")
+    typer.echo('  settings: eval "$(lmgpa dev env)"   stop: lmgpa dev down   (or: make down)')
+
+
+@dev.command("down")
+def dev_down(purge: Annotated[bool, typer.Option(help="Also delete the stack's data.")] = False) -> None:
+    """Stop every worker and server of the stack."""
+    typer.echo("stack stopped" if stack.down(purge=purge) else "no stack is running")
+
+
+@dev.command("env")
+def dev_env() -> None:
+    """Print the running stack's settings as shell export lines (eval them to run one more worker)."""
+    state = stack.load_state()
+    if state is None:
+        typer.echo("no stack is running: `lmgpa dev up` first", err=True)
+        raise typer.Exit(1)
+    for key, value in state.env.items():
+        typer.echo(f"export {key}={json.dumps(value)}")
+
+
+@dev.command("ps")
+def dev_ps() -> None:
+    """List the stack's processes and whether each is alive."""
+    from shared.devstack.servers import is_running
+
+    state = stack.load_state()
+    if state is None:
+        typer.echo("no stack is running")
+        raise typer.Exit(1)
+    for name in ("postgres", "broker", "chroma"):
+        server = state.server(name)
+        typer.echo(
+            f"{name:<14} pid {server.pid:<8} {'up' if is_running(server.pid) else 'DOWN':<5} {server.url}"
+        )
+    for w in state.workers:
+        typer.echo(
+            f"{w.service + '-' + str(w.replica):<14} pid {w.pid:<8} {'up' if is_running(w.pid) else 'DOWN'}"
+        )
+
+
+# ------------------------------------------------------------------------------------------------ the backend
+
+
+@app.command()
+def ingest(
+    path: Annotated[Path | None, typer.Argument(help="A recording, photo, PDF or text file.")] = None,
+    user: UserOpt = ...,  # type: ignore[assignment]
+    class_: ClassOpt = ...,  # type: ignore[assignment]
+    note: Annotated[str | None, typer.Option("--note", help="Ingest this text as a note.")] = None,
+    kind: Annotated[
+        str | None, typer.Option(help="audio | photo | textbook | note (default: from the file).")
+    ] = None,
+    title: Annotated[str | None, typer.Option(help="Default: the file name.")] = None,
+    create_owner: Annotated[
+        bool, typer.Option("--create-owner", help="Create the user and class if missing.")
+    ] = False,
+    wait: Annotated[bool, typer.Option("--wait", help="Block until indexed or failed.")] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds --wait waits.")] = 600.0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Play the backend: store the file, publish its upload event and (with --wait) report the outcome."""
+    from shared.cli.backend import ingest_source
+
+    if (path is None) == (note is None):
+        raise typer.BadParameter("give a PATH or --note TEXT (one of them)")
+    if path is not None and not path.is_file():
+        raise typer.BadParameter(f"no file at {path}")
+    kind = kind or ("note" if note is not None else KIND_OF_SUFFIX.get(path.suffix.lower()) if path else None)
+    if kind is None:
+        raise typer.BadParameter("cannot tell the kind from the file name: pass --kind")
+    result = asyncio.run(
+        ingest_source(
+            settings(),
+            path=path,
+            note=note,
+            kind=kind,
+            user_id=user,
+            class_id=class_,
+            title=title,
+            create_owner=create_owner,
+            wait=wait,
+            wait_seconds=timeout,
+        )
+    )
+    if as_json:
+        _emit(result)
+    else:
+        line = f"{result['kind']} {result['source_id']}: {result['status']}"
+        if result.get("error_code"):
+            line += f" ({result['error_code']}: {result['error_message']})"
+        if result.get("chunk_count") is not None:
+            line += f", {result['chunk_count']} chunks"
+        typer.echo(line)
+    if wait and result["status"] not in ("completed",):
+        raise typer.Exit(1 if result["status"] == "failed" else 2)
+
+
+@app.command()
+def replay(
+    files: Annotated[list[Path], typer.Argument(help="JSON or JSON Lines files of events.")],
+    topic: Annotated[
+        str | None, typer.Option(help="Publish to this topic (default: from each event's type).")
+    ] = None,
+) -> None:
+    """Publish event fixtures as they are (invalid ones too: that is how rejections are tested)."""
+    from shared.cli.backend import load_fixtures, publish_raw
+
+    events = [item for f in files for item in load_fixtures(f, topic=topic)]
+    asyncio.run(publish_raw(settings(), events))
+    typer.echo(f"published {len(events)} event(s)")
+
+
+@app.command()
+def status(
+    source_id: Annotated[
+        uuid.UUID | None, typer.Argument(help="One source (default: the most recent).")
+    ] = None,
+    user: Annotated[uuid.UUID | None, typer.Option("--user")] = None,
+    limit: Annotated[int, typer.Option()] = 30,
+    as_json: JsonOpt = False,
+) -> None:
+    """Each source with its stages: waiting, working (with progress) or done, and why it failed."""
+    from shared.cli.backend import fetch_status, render_status
+
+    report = asyncio.run(fetch_status(settings(), source_id=source_id, user_id=user, limit=limit))
+    if as_json:
+        _emit(report)
+    else:
+        typer.echo(render_status(report))
+    if source_id is not None and not report["sources"] and not report["rejections"]:
+        raise typer.Exit(1)
+
+
+@app.command()
+def search(
+    query: Annotated[str, typer.Argument(help="What to look for.")],
+    user: UserOpt = ...,  # type: ignore[assignment]
+    class_: ClassOpt = ...,  # type: ignore[assignment]
+    content_type: Annotated[
+        str | None, typer.Option("--type", help="transcripts | photos | textbooks | notes")
+    ] = None,
+    limit: Annotated[int, typer.Option()] = 5,
+    store: Annotated[
+        str | None, typer.Option(help="chroma | qdrant (default: qdrant with a server, else chroma).")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The best matches in one student's class, with scores and metadata; never another student's content."""
+    from shared.cli.backend import search_chunks
+
+    cfg = settings()
+    chosen = store or ("qdrant" if cfg.qdrant_url else "chroma")
+    hits = asyncio.run(
+        search_chunks(
+            cfg, query, user_id=user, class_id=class_, content_type=content_type, limit=limit, store=chosen
+        )
+    )
+    if as_json:
+        _emit([{**h, "store": chosen} for h in hits])
+        return
+    typer.echo(f"{len(hits)} match(es) from {chosen} for {query!r}")
+    for rank, hit in enumerate(hits, start=1):
+        meta = hit["metadata"]
+        where = ""
+        if meta.get("page_start"):
+            where = f" p.{meta['page_start']}" + (
+                f"-{meta['page_end']}" if meta.get("page_end") != meta["page_start"] else ""
+            )
+        if meta.get("start_seconds") is not None:
+            where = (
+                f" {_clock(meta['start_seconds'])}-{_clock(meta.get('end_seconds') or meta['start_seconds'])}"
+            )
+        typer.echo(
+            f"{rank}. {hit['score']:.3f} [{meta.get('content_type')}] {meta.get('title')!r} #{meta.get('chunk_index')}{where}"
+        )
+        excerpt = " ".join(hit["text"].split())
+        typer.echo(f"   {excerpt[:160]}{'…' if len(excerpt) > 160 else ''}")
+
+
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    return f"{minutes // 60:d}:{minutes % 60:02d}:{secs:02d}"
+
+
+def main() -> None:
+    """Entry point of ``python -m shared.cli.main``."""
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,169 @@
+"""SQL of the four content tables (audio_recordings, photos, textbook_downloads, notes): one aggregate."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Final
+
+import asyncpg
+
+from shared.ports import SourceRow
+
+TABLE_OF_KIND: Final[dict[str, str]] = {
+    "audio": "audio_recordings",
+    "photo": "photos",
+    "textbook": "textbook_downloads",
+    "note": "notes",
+}
+URL_COLUMN_OF_KIND: Final[dict[str, str]] = {
+    "audio": "file_url",
+    "photo": "image_url",
+    "textbook": "file_url",
+}
+STATUS_COLUMN_OF_KIND: Final[dict[str, str | None]] = {
+    "audio": "transcript_status",
+    "photo": "extraction_status",
+    "textbook": "embedding_status",
+    "note": None,
+}
+"""The design's own status column of each kind (notes have none; the job table tracks them)."""
+
+_ALLOWED_FROM: Final[dict[str, tuple[str, ...]]] = {
+    "processing": ("pending", "processing"),
+    "completed": ("pending", "processing", "completed"),
+    "failed": ("pending", "processing", "failed"),
+    "pending": ("pending",),
+}
+"""Status only moves forward: pending -> processing -> completed | failed."""
+
+
+def _table(kind: str) -> str:
+    return TABLE_OF_KIND[kind]  # a fixed whitelist: safe to format into SQL
+
+
+def _row(kind: str, record: asyncpg.Record) -> SourceRow:
+    created: datetime = record["created_at"]
+    return SourceRow(
+        source_id=record["id"],
+        kind=kind,
+        user_id=record["user_id"],
+        class_id=record["class_id"],
+        title=record["title"],
+        created_at=created.replace(tzinfo=UTC) if created.tzinfo is None else created,
+        text=record["text"],
+        vector_id=record["vector_id"],
+    )
+
+
+async def get_source(
+    conn: asyncpg.Pool | asyncpg.Connection, *, kind: str, source_id: uuid.UUID
+) -> SourceRow | None:
+    """The content row of a source, or None."""
+    text_col = "content" if kind == "note" else "NULL::text"
+    vector_col = "NULL::varchar" if kind == "textbook" else "vector_id"
+    record = await conn.fetchrow(
+        f"SELECT id, user_id, class_id, title, created_at, {text_col} AS text, {vector_col} AS vector_id "  # noqa: S608
+        f"FROM {_table(kind)} WHERE id = $1",
+        source_id,
+    )
+    return _row(kind, record) if record else None
+
+
+async def insert_source(
+    conn: asyncpg.Pool | asyncpg.Connection,
+    *,
+    kind: str,
+    source_id: uuid.UUID,
+    user_id: uuid.UUID,
+    class_id: uuid.UUID,
+    title: str,
+    storage_url: str | None = None,
+    text: str | None = None,
+    note_type: str | None = None,
+    file_type: str | None = None,
+    size_bytes: int | None = None,
+    author: str | None = None,
+    isbn: str | None = None,
+) -> SourceRow:
+    """Insert the content row if it is new (a replay finds it and changes nothing); returns the row."""
+    table = _table(kind)
+    if kind == "note":
+        await conn.execute(
+            f"INSERT INTO {table} (id, user_id, class_id, title, content, note_type) "  # noqa: S608
+            "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING",
+            source_id,
+            user_id,
+            class_id,
+            title,
+            text or "",
+            note_type,
+        )
+    elif kind == "textbook":
+        await conn.execute(
+            f"INSERT INTO {table} (id, user_id, class_id, title, file_url, file_type, file_size_bytes, author, isbn) "  # noqa: S608
+            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (id) DO NOTHING",
+            source_id,
+            user_id,
+            class_id,
+            title,
+            storage_url,
+            file_type,
+            size_bytes,
+            author,
+            isbn,
+        )
+    else:
+        await conn.execute(
+            f"INSERT INTO {table} (id, user_id, class_id, title, {URL_COLUMN_OF_KIND[kind]}) "  # noqa: S608
+            "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING",
+            source_id,
+            user_id,
+            class_id,
+            title,
+            storage_url,
+        )
+    row = await get_source(conn, kind=kind, source_id=source_id)
+    assert row is not None
+    return row
+
+
+async def set_status(
+    conn: asyncpg.Pool | asyncpg.Connection, *, kind: str, source_id: uuid.UUID, status: str
+) -> bool:
+    """Move the row's own status column forward (guarded); False if the transition was not allowed."""
+    column = STATUS_COLUMN_OF_KIND[kind]
+    if column is None:
+        return True
+    result: str = await conn.execute(
+        f"UPDATE {_table(kind)} SET {column} = $2, updated_at = NOW() "  # noqa: S608
+        f"WHERE id = $1 AND {column} = ANY($3::varchar[])",
+        source_id,
+        status,
+        list(_ALLOWED_FROM[status]),
+    )
+    return result != "UPDATE 0"
+
+
+async def mark_indexed(
+    conn: asyncpg.Pool | asyncpg.Connection,
+    *,
+    kind: str,
+    source_id: uuid.UUID,
+    vector_id: str,
+    chunk_count: int,
+) -> None:
+    """Record that every chunk is searchable: vector_id, or for textbooks total_chunks and embedding_status."""
+    if kind == "textbook":
+        await conn.execute(
+            "UPDATE textbook_downloads SET total_chunks = $2, embedding_status = 'completed', updated_at = NOW() "
+            "WHERE id = $1 AND embedding_status <> 'failed'",
+            source_id,
+            chunk_count,
+        )
+    else:
+        await conn.execute(
+            f"UPDATE {_table(kind)} SET vector_id = $2, updated_at = NOW() WHERE id = $1",  # noqa: S608
+            source_id,
+            vector_id,
+        )

@@ -1,0 +1,191 @@
+"""The embedded default stack: PostgreSQL, the Tansu broker, a Chroma server, local Qdrant and every worker,
+as separate processes on this machine, with its state in one folder so any later command can find it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from shared.broker import create_topics
+from shared.db.migrate import apply_migrations
+from shared.devstack import servers
+from shared.devstack.servers import ServerProcess
+from shared.events.topics import SERVICES
+
+STATE_FILE = "stack.json"
+DEFAULT_HOME = Path(".lmgpa")
+WORKER_READY_LINE = "worker_started"
+
+
+def default_home() -> Path:
+    """Where the stack keeps its state: $LMGPA_DEV_HOME or ./.lmgpa."""
+    return Path(os.environ.get("LMGPA_DEV_HOME", DEFAULT_HOME)).resolve()
+
+
+@dataclass
+class WorkerProcess:
+    """One running worker replica."""
+
+    service: str
+    replica: int
+    pid: int
+    log_path: str
+
+
+@dataclass
+class StackState:
+    """What is running and how to reach it."""
+
+    home: str
+    postgres: dict[str, Any]
+    broker: dict[str, Any]
+    chroma: dict[str, Any]
+    env: dict[str, str]
+    workers: list[WorkerProcess] = field(default_factory=list)
+
+    def server(self, name: str) -> ServerProcess:
+        """One server's handle."""
+        raw = dict(getattr(self, name))
+        return ServerProcess(**{**raw, "data_dir": Path(raw["data_dir"]), "log_path": Path(raw["log_path"])})
+
+    def save(self) -> None:
+        """Write the state file."""
+        path = Path(self.home) / STATE_FILE
+        path.write_text(json.dumps(asdict(self), indent=2, default=str))
+
+
+def _server_dict(server: ServerProcess) -> dict[str, Any]:
+    return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(server).items()}
+
+
+def load_state(home: Path | None = None) -> StackState | None:
+    """The running stack's state, or None if there is none."""
+    path = (home or default_home()) / STATE_FILE
+    if not path.exists():
+        return None
+    raw = json.loads(path.read_text())
+    raw["workers"] = [WorkerProcess(**w) for w in raw.get("workers", [])]
+    return StackState(**raw)
+
+
+def stack_env(
+    home: Path, postgres: ServerProcess, broker: ServerProcess, chroma: ServerProcess
+) -> dict[str, str]:
+    """The LMGPA_ settings that point a worker or the CLI at this stack."""
+    return {
+        "LMGPA_KAFKA_BOOTSTRAP_SERVERS": broker.url,
+        "LMGPA_DATABASE_URL": postgres.url,
+        "LMGPA_CHROMA_URL": chroma.url,
+        "LMGPA_QDRANT_PATH": str(home / "qdrant"),
+        "LMGPA_STORAGE_ROOT": str(home / "storage"),
+    }
+
+
+def start_worker(state: StackState, service: str, replica: int = 0) -> WorkerProcess:
+    """Start one worker replica as its own process with the stack's settings."""
+    home = Path(state.home)
+    log_path = home / "logs" / f"{service}-{replica}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, **state.env, "LMGPA_LOG_FORMAT": "json", "PYTHONUNBUFFERED": "1"}
+    env.pop("LMGPA_HTTP_PORT", None)
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "shared.cli.main", "worker", service],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
+        )
+    return WorkerProcess(service=service, replica=replica, pid=process.pid, log_path=str(log_path))
+
+
+def wait_ready(worker: WorkerProcess, *, timeout: float = 180.0) -> None:
+    """Wait until a worker has loaded everything and joined the broker, or raise with its log's tail."""
+    path = Path(worker.log_path)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = path.read_text(errors="replace") if path.exists() else ""
+        if WORKER_READY_LINE in text:
+            return
+        if not servers.is_running(worker.pid):
+            break
+        time.sleep(0.25)
+    tail = "\n".join(path.read_text(errors="replace").splitlines()[-30:]) if path.exists() else ""
+    raise RuntimeError(f"worker {worker.service}-{worker.replica} did not start:\n{tail}")
+
+
+def up(home: Path | None = None, *, services: tuple[str, ...] = SERVICES, partitions: int = 6) -> StackState:
+    """Start (or find running) the whole stack; idempotent."""
+    home = (home or default_home()).resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    state = load_state(home)
+    if state is not None and servers.is_running(state.server("broker").pid):
+        alive = [w for w in state.workers if servers.is_running(w.pid)]
+        state.workers = alive
+    else:
+        if state is not None:
+            down(home)  # a half-dead stack (broker gone): stop what is left before starting anew
+        postgres = servers.start_postgres(home)
+        broker = servers.start_broker(home)
+        chroma = servers.start_chroma(home)
+        state = StackState(
+            home=str(home),
+            postgres=_server_dict(postgres),
+            broker=_server_dict(broker),
+            chroma=_server_dict(chroma),
+            env=stack_env(home, postgres, broker, chroma),
+        )
+        (home / "storage").mkdir(exist_ok=True)
+        state.save()
+    asyncio.run(_prepare(state, partitions=partitions))
+    running = {w.service for w in state.workers}
+    started = [start_worker(state, s) for s in services if s not in running]
+    state.workers.extend(started)
+    state.save()
+    for worker in started:
+        wait_ready(worker)
+    return state
+
+
+async def _prepare(state: StackState, *, partitions: int) -> None:
+    await apply_migrations(state.env["LMGPA_DATABASE_URL"])
+    await create_topics(state.env["LMGPA_KAFKA_BOOTSTRAP_SERVERS"], partitions=partitions)
+
+
+def stop_worker(worker: WorkerProcess, *, timeout: float = 30.0) -> None:
+    """SIGTERM a worker (in-flight work finishes or is redelivered), then SIGKILL after the timeout."""
+    if not servers.is_running(worker.pid):
+        return
+    os.killpg(worker.pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while servers.is_running(worker.pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if servers.is_running(worker.pid):
+        os.killpg(worker.pid, signal.SIGKILL)
+
+
+def down(home: Path | None = None, *, purge: bool = False) -> bool:
+    """Stop every worker and server of the stack; with purge, delete its data. False if none was found."""
+    home = (home or default_home()).resolve()
+    state = load_state(home)
+    if state is None:
+        return False
+    for worker in state.workers:
+        stop_worker(worker)
+    servers.stop_process(state.server("chroma"))
+    servers.stop_process(state.server("broker"))
+    servers.stop_postgres(state.server("postgres"))
+    (home / STATE_FILE).unlink(missing_ok=True)
+    if purge:
+        shutil.rmtree(home, ignore_errors=True)
+    return True

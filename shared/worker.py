@@ -1,0 +1,274 @@
+"""What every worker does around its handler: decode, deduplicate, retry, fail clearly, publish, then commit.
+
+The subscriber's ack policy commits the offset only when this returns, so every effect (rows, vectors,
+published events) is durable before the message is acknowledged (at-least-once). Effects are idempotent,
+so a redelivery is harmless, and events already applied are skipped outright.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import asyncpg
+import httpx
+import structlog
+from aiokafka.errors import KafkaError
+from aiokafka.structs import ConsumerRecord
+from faststream.kafka import KafkaBroker
+from pydantic import ValidationError
+
+from shared.broker import publish, publish_dead_letter
+from shared.db import inbox, jobs, sources
+from shared.errors import PermanentError, TransientError
+from shared.events.models import DeadLetter, Envelope, SourceFailed, SourceRef, SourceUploaded
+
+E = TypeVar("E", bound=Envelope)
+Handler = Callable[[E], Awaitable[Sequence[Envelope]]]
+BatchResult = Sequence[tuple[E, Sequence[Envelope] | PermanentError]]
+BatchHandler = Callable[[Sequence[E]], Awaitable[BatchResult[E]]]
+
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    TransientError,
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.InterfaceError,
+    httpx.TransportError,
+    KafkaError,
+)
+"""A server is down or busy: retry, never fail the source for it."""
+
+PAYLOAD_EXCERPT_CHARS = 2000
+log = structlog.get_logger("worker")
+
+
+def _reason(error: ValidationError) -> str:
+    parts = []
+    for item in error.errors()[:5]:
+        where = ".".join(str(p) for p in item["loc"]) or "body"
+        parts.append(f"{where}: {item['msg']}")
+    return "; ".join(parts)
+
+
+@dataclass
+class Worker:
+    """The runner shared by every service; one per process, built in the service's lifespan."""
+
+    service: str
+    broker: KafkaBroker
+    pool: asyncpg.Pool
+    retry_delays: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0, 8.0)
+
+    async def handle(self, record: ConsumerRecord[Any, Any], model: type[E], handler: Handler[E]) -> None:
+        """Handle one message with a single-event handler."""
+        event = await self._decode(record, model)
+        if event is None or await self._seen(event):
+            return
+        with self._bound(event):
+            try:
+                outgoing = await self._with_retries(lambda: handler(event))
+            except PermanentError as error:
+                outgoing = await self._fail(event, error)
+            except Exception as error:
+                if isinstance(error, TRANSIENT_ERRORS):
+                    raise  # the retry budget is spent: do not commit; Kafka redelivers
+                log.exception("handler_crashed", error_type=type(error).__name__)
+                outgoing = await self._fail(
+                    event, PermanentError("internal_error", f"{type(error).__name__}: {error}")
+                )
+            await self._publish(outgoing)
+            await inbox.mark_processed(self.pool, consumer=self.service, event_ids=[event.event_id])
+
+    async def handle_batch(
+        self, records: Sequence[ConsumerRecord[Any, Any]], model: type[E], handler: BatchHandler[E]
+    ) -> None:
+        """Handle a batch of messages with a batch handler; one bad event never fails the others."""
+        events: list[E] = []
+        for record in records:
+            event = await self._decode(record, model)
+            if event is not None and not await self._seen(event):
+                events.append(event)
+        if not events:
+            return
+        try:
+            results = await self._with_retries(lambda: handler(events))
+        except PermanentError:
+            results = await self._one_by_one(events, handler)
+        except Exception as error:
+            if isinstance(error, TRANSIENT_ERRORS):
+                raise
+            log.exception("batch_handler_crashed", error_type=type(error).__name__, events=len(events))
+            results = await self._one_by_one(events, handler)
+        for event, result in results:
+            with self._bound(event):
+                outgoing = await self._fail(event, result) if isinstance(result, PermanentError) else result
+                await self._publish(outgoing)
+        await inbox.mark_processed(self.pool, consumer=self.service, event_ids=[e.event_id for e in events])
+
+    async def _one_by_one(self, events: Sequence[E], handler: BatchHandler[E]) -> list[tuple[E, Any]]:
+        """Isolate the event that broke a batch by handling each alone."""
+        results: list[tuple[E, Any]] = []
+        for event in events:
+            try:
+                results.extend(await self._with_retries(lambda event=event: handler([event])))  # type: ignore[misc]
+            except PermanentError as error:
+                results.append((event, error))
+            except Exception as error:
+                if isinstance(error, TRANSIENT_ERRORS):
+                    raise
+                log.exception(
+                    "handler_crashed", event_id=str(event.event_id), error_type=type(error).__name__
+                )
+                results.append((event, PermanentError("internal_error", f"{type(error).__name__}: {error}")))
+        return results
+
+    async def _with_retries(self, call: Callable[[], Awaitable[Any]]) -> Any:
+        """Retry transient failures with exponential backoff; re-raise once the budget is spent."""
+        for attempt, delay in enumerate((*self.retry_delays, None), start=1):
+            try:
+                return await call()
+            except TRANSIENT_ERRORS as error:
+                if delay is None:
+                    log.error(
+                        "transient_error_budget_spent", attempts=attempt, error_type=type(error).__name__
+                    )
+                    raise
+                log.warning("transient_error_retrying", attempt=attempt, delay=delay, error=str(error)[:200])
+                await asyncio.sleep(delay)
+        raise AssertionError("unreachable")
+
+    async def _decode(self, record: ConsumerRecord[Any, Any], model: type[E]) -> E | None:
+        """The event of a message, or None after storing why it was refused and dead-lettering it."""
+        try:
+            return model.model_validate_json(record.value or b"")
+        except ValidationError as error:
+            await self._reject(record, "invalid_event", f"not a valid {model.__name__}: {_reason(error)}")
+            return None
+
+    async def _reject(self, record: ConsumerRecord[Any, Any], code: str, reason: str) -> None:
+        """Store the refusal, publish the original bytes to the dead-letter topic, and a failure if we can."""
+        raw: bytes = record.value or b""
+        key = record.key.decode("utf-8", "replace") if record.key else None
+        event_id = _uuid_field(raw, "event_id")
+        log.warning("message_rejected", error_code=code, reason=reason[:300], event_id=str(event_id))
+        await inbox.record_rejection(
+            self.pool,
+            consumer=self.service,
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            key=key,
+            event_id=event_id,
+            code=code,
+            reason=reason,
+            payload_excerpt=raw[:PAYLOAD_EXCERPT_CHARS].decode("utf-8", "replace"),
+        )
+        await publish_dead_letter(
+            self.broker,
+            DeadLetter(
+                consumer=self.service,
+                original_topic=record.topic,
+                original_partition=record.partition,
+                original_offset=record.offset,
+                original_key=key,
+                original_value_b64=base64.b64encode(raw).decode("ascii"),
+                error_code=code,
+                reason=reason,
+                attempts=1,
+            ),
+        )
+        source_id = _uuid(key)
+        if source_id is not None and record.topic != SourceUploaded.TOPIC:
+            # A broken internal event still belongs to a known source: fail that source, not just the message.
+            await jobs.fail_job(self.pool, source_id=source_id, stage=self.service, code=code, reason=reason)
+        failure = SourceFailed(
+            correlation_id=event_id or uuid.uuid4(),
+            causation_id=event_id,
+            producer=self.service,
+            source_id=source_id,
+            stage=self.service,
+            error_code=code,
+            reason=reason,
+        )
+        await publish(self.broker, failure)
+
+    async def _seen(self, event: Envelope) -> bool:
+        if await inbox.is_processed(self.pool, consumer=self.service, event_id=event.event_id):
+            log.info("event_already_processed", event_id=str(event.event_id), event_type=event.event_type)
+            return True
+        return False
+
+    async def _fail(self, event: Envelope, error: PermanentError) -> list[Envelope]:
+        """Record a permanent failure where an operator looks, and announce it."""
+        log.warning("source_failed", error_code=error.code, reason=error.reason[:300])
+        ref: SourceRef | None = getattr(event, "source", None)
+        if ref is not None:
+            async with self.pool.acquire() as conn, conn.transaction():
+                await jobs.fail_job(
+                    conn, source_id=ref.source_id, stage=self.service, code=error.code, reason=error.reason
+                )
+                await sources.set_status(conn, kind=ref.kind, source_id=ref.source_id, status="failed")
+            source_id: uuid.UUID | None = ref.source_id
+        else:
+            source_id = event.source_id if isinstance(event, SourceUploaded) else None
+            await inbox.record_rejection(
+                self.pool,
+                consumer=self.service,
+                topic=event.TOPIC,
+                partition=None,
+                offset=None,
+                key=str(source_id) if source_id else None,
+                event_id=event.event_id,
+                code=error.code,
+                reason=error.reason,
+                payload_excerpt=None,
+            )
+        return [
+            SourceFailed(
+                **event.follow(f"SourceFailed/{self.service}", producer=self.service),
+                source_id=source_id,
+                source=ref,
+                stage=self.service,
+                error_code=error.code,
+                reason=error.reason,
+            )
+        ]
+
+    async def _publish(self, events: Sequence[Envelope]) -> None:
+        for event in events:
+            await self._with_retries(lambda event=event: publish(self.broker, event))  # type: ignore[misc]
+
+    def _bound(self, event: Envelope) -> Any:
+        ref: SourceRef | None = getattr(event, "source", None)
+        source_id = ref.source_id if ref else getattr(event, "source_id", None)
+        return structlog.contextvars.bound_contextvars(
+            event_id=str(event.event_id),
+            event_type=event.event_type,
+            correlation_id=str(event.correlation_id),
+            source_id=str(source_id) if source_id else None,
+        )
+
+
+def _uuid(value: str | None) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(value) if value else None
+    except ValueError:
+        return None
+
+
+def _uuid_field(raw: bytes, field: str) -> uuid.UUID | None:
+    """A UUID field of a JSON body that failed validation, if it is there at all."""
+    import json
+
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        return None
+    return _uuid(body.get(field)) if isinstance(body, dict) and isinstance(body.get(field), str) else None
