@@ -85,6 +85,7 @@ class Worker:
                 )
             await self._publish(outgoing)
             await inbox.mark_processed(self.pool, consumer=self.service, event_ids=[event.event_id])
+            log.info("event_processed", emitted=[e.event_type for e in outgoing])
 
     async def handle_batch(
         self, records: Sequence[ConsumerRecord[Any, Any]], model: type[E], handler: BatchHandler[E]
@@ -111,6 +112,7 @@ class Worker:
                 outgoing = await self._fail(event, result) if isinstance(result, PermanentError) else result
                 await self._publish(outgoing)
         await inbox.mark_processed(self.pool, consumer=self.service, event_ids=[e.event_id for e in events])
+        log.info("batch_processed", events=len(events), records=len(records))
 
     async def _one_by_one(self, events: Sequence[E], handler: BatchHandler[E]) -> list[tuple[E, Any]]:
         """Isolate the event that broke a batch by handling each alone."""

@@ -35,20 +35,22 @@ async def ingest_source(
     create_owner: bool,
     wait: bool,
     wait_seconds: float,
+    event_id: uuid.UUID | None = None,
+    class_name: str | None = None,
 ) -> dict[str, Any]:
     """Store the file (or take the note), publish SourceUploaded, and optionally wait for the outcome."""
     pool = await create_pool(settings.database_dsn(), max_size=2)
     try:
         if create_owner:
             await owners.ensure_user(pool, user_id=user_id)
-            await owners.ensure_class(pool, class_id=class_id, user_id=user_id)
+            await owners.ensure_class(pool, class_id=class_id, user_id=user_id, name=class_name)
         storage_url = None
         text = note
         if path is not None and kind == "note":
             text = path.read_text(encoding="utf-8", errors="replace")
         elif path is not None:
             storage_url = LocalStorage(settings.storage_root).put(path, user_id=user_id).url
-        event_id = uuid.uuid4()
+        event_id = event_id or uuid.uuid4()
         event = SourceUploaded(
             event_id=event_id,
             correlation_id=event_id,
@@ -219,7 +221,11 @@ def render_status(report: dict[str, Any]) -> str:
             f"{s['source_id']:<36}  {s['kind']:<8} {s['status']:<10} {s['stage']:<13} {chunks:>6}  {tail[:90]}"
         )
         for st in s["stages"]:
-            progress = f"{st['units_done']}/{st['units_total'] if st['units_total'] is not None else '?'} {st['unit'] or ''}".strip()
+            progress = (
+                f"{st['units_done']}/{st['units_total'] if st['units_total'] is not None else '?'} {st['unit']}"
+                if st["unit"]
+                else ""
+            )
             lines.append(
                 f"{'':<38}- {st['stage']:<13} {st['status']:<10} attempts {st['attempts']}  {progress}"
             )

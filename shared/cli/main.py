@@ -59,6 +59,9 @@ def worker(name: Annotated[str, typer.Argument(help=f"One of: {', '.join(topics.
     """Run one worker in the foreground (scale by running more of them)."""
     if name not in topics.SERVICES:
         raise typer.BadParameter(f"unknown worker {name!r}; choose one of {', '.join(topics.SERVICES)}")
+    if name not in stack.DEFAULT_WORKERS:
+        typer.echo(f"worker {name!r} has no implementation in this release", err=True)
+        raise typer.Exit(2)
     module = importlib.import_module(f"services.{name}.app")
     application = module.app
     cfg: Settings = module.runtime.settings
@@ -122,7 +125,7 @@ def dev_up(
     services: Annotated[list[str] | None, typer.Option("--service", help="Start only these workers.")] = None,
 ) -> None:
     """Start PostgreSQL, the broker, Chroma, local Qdrant and the workers; prints how to reach them."""
-    state = stack.up(services=tuple(services or topics.SERVICES))
+    state = stack.up(services=tuple(services or stack.DEFAULT_WORKERS))
     typer.echo(f"stack up in {state.home}")
     for w in state.workers:
         typer.echo(f"  worker {w.service}-{w.replica}: pid {w.pid}, log {w.log_path}")
@@ -133,6 +136,14 @@ def dev_up(
 def dev_down(purge: Annotated[bool, typer.Option(help="Also delete the stack's data.")] = False) -> None:
     """Stop every worker and server of the stack."""
     typer.echo("stack stopped" if stack.down(purge=purge) else "no stack is running")
+
+
+@dev.command("demo")
+def dev_demo() -> None:
+    """Start the stack, ingest the sample notes of two students, show their status and a search each."""
+    from shared.devstack.demo import run_demo
+
+    raise typer.Exit(run_demo())
 
 
 @dev.command("env")

@@ -288,7 +288,10 @@ async def list_jobs(
     )
     ids = [r["source_id"] for r in records]
     stage_records = await conn.fetch(
-        "SELECT * FROM ingest_stages WHERE source_id = ANY($1::uuid[]) ORDER BY enqueued_at, stage", ids
+        "SELECT * FROM ingest_stages WHERE source_id = ANY($1::uuid[]) "
+        "ORDER BY array_position(ARRAY['upload', 'transcription', 'ocr', 'chunking', 'embedding', 'indexing'], "
+        "stage::text), enqueued_at",
+        ids,
     )
     stages: dict[uuid.UUID, list[StageRow]] = {}
     for s in stage_records:

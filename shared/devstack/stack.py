@@ -24,6 +24,10 @@ from shared.events.topics import SERVICES
 STATE_FILE = "stack.json"
 DEFAULT_HOME = Path(".lmgpa")
 WORKER_READY_LINE = "worker_started"
+DEFAULT_WORKERS: tuple[str, ...] = tuple(
+    s for s in SERVICES if (Path(__file__).resolve().parents[2] / "services" / s / "app.py").exists()
+)
+"""Every worker that has an app; the media workers (transcription, OCR, chunking) join with their issue."""
 
 
 def default_home() -> Path:
@@ -124,7 +128,9 @@ def wait_ready(worker: WorkerProcess, *, timeout: float = 180.0) -> None:
     raise RuntimeError(f"worker {worker.service}-{worker.replica} did not start:\n{tail}")
 
 
-def up(home: Path | None = None, *, services: tuple[str, ...] = SERVICES, partitions: int = 6) -> StackState:
+def up(
+    home: Path | None = None, *, services: tuple[str, ...] = DEFAULT_WORKERS, partitions: int = 6
+) -> StackState:
     """Start (or find running) the whole stack; idempotent."""
     home = (home or default_home()).resolve()
     home.mkdir(parents=True, exist_ok=True)

@@ -32,6 +32,9 @@ DOCUMENT_PREFIX_OF_KIND: dict[str, str] = {
 """Prefix of the design's document ids (``recording_<id>``) by upload kind."""
 
 SCHEMA_VERSION = 1
+MAX_INLINE_TEXT_BYTES = 512_000
+"""A note's text travels inside the upload event only up to this size (the broker's limit is 1 MB);
+a longer note is inserted by the backend and named by row_id, and the upload worker reads it from its row."""
 UPLOAD_NAMESPACE = uuid.UUID("6f1d2c2e-5c0a-4c8e-9a55-1b7b3e0c2a10")
 """Namespace of source ids derived from upload event ids, so a replayed upload reuses its row."""
 
@@ -116,7 +119,9 @@ class SourceUploaded(Envelope):
         description="Where the file is (file:// URL or a path under the storage root). Required but for notes.",
         examples=["file:///srv/lmgpa/storage/u1/lecture3.m4a"],
     )
-    text: str | None = Field(default=None, description="The note's text (notes only).")
+    text: str | None = Field(
+        default=None, description="The note's text (notes only; up to 512,000 UTF-8 bytes, else send row_id)."
+    )
     row_id: uuid.UUID | None = Field(
         default=None,
         description="Id of the row if the backend already inserted it; it must match user and class.",
@@ -136,6 +141,10 @@ class SourceUploaded(Envelope):
                 raise ValueError("a note upload needs its text (or the id of an existing note row)")
             if self.storage_url is not None:
                 raise ValueError("a note upload carries text, not a storage_url")
+            if self.text is not None and len(self.text.encode("utf-8")) > MAX_INLINE_TEXT_BYTES:
+                raise ValueError(
+                    f"note text over {MAX_INLINE_TEXT_BYTES} bytes: insert the notes row and send its row_id instead"
+                )
         elif not self.storage_url:
             raise ValueError(f"a {self.kind} upload needs a storage_url")
         return self

@@ -1,0 +1,54 @@
+# The two commands a newcomer needs: `make demo` and `make test`. Both create .venv and install what they need.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# These machines keep a CPU build of torch 2.13.0 on disk (pip's find-links); elsewhere pick the CPU wheel yourself.
+TORCH_SPEC ?= torch==2.13.0
+export HF_HUB_OFFLINE := 1
+
+.DEFAULT_GOAL := help
+.PHONY: help demo test test-fast down lint typecheck schemas bench system-deps clean
+
+help: ## List the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
+	$(PY) -m pip install --quiet -e ".[dev]"
+	@touch $(STAMP)
+
+venv: $(STAMP) ## Create .venv with every service's dependencies
+
+system-deps: ## Debian packages the media workers and their tests use (needs root)
+	@bash deploy/system-deps.sh
+
+demo: $(STAMP) system-deps ## Start the embedded stack, ingest samples for two students, show status and a search
+	$(PY) -m shared.cli.main dev demo
+
+test: $(STAMP) system-deps ## Run the whole test suite (unit, integration, e2e; slow ones included)
+	$(PY) -m pytest
+
+test-fast: $(STAMP) ## Unit tests only
+	$(PY) -m pytest tests/unit
+
+down: ## Stop the embedded stack
+	@test -x $(PY) && $(PY) -m shared.cli.main dev down || true
+
+lint: $(STAMP) ## ruff check and format check
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+typecheck: $(STAMP) ## mypy --strict
+	$(VENV)/bin/mypy shared services
+
+schemas: $(STAMP) ## Regenerate schemas/ (JSON Schema per event, AsyncAPI) from the models
+	$(PY) -m shared.cli.main schemas generate
+
+bench: $(STAMP) ## Benchmarks that print figures
+	$(PY) -m shared.bench.chunking
+
+clean: down ## Remove the stack's data and the virtualenv
+	rm -rf .lmgpa $(VENV)
