@@ -58,6 +58,8 @@ def consumer_options(settings: Settings, *, service: str, batch: bool = False) -
         "auto_offset_reset": "earliest",
         "ack_policy": AckPolicy.NACK_ON_ERROR,
         "max_poll_interval_ms": settings.max_poll_interval_ms,
+        "session_timeout_ms": settings.session_timeout_ms,
+        "heartbeat_interval_ms": max(settings.session_timeout_ms // 3, 500),
     }
     if batch:
         options |= {"batch": True, "max_records": settings.batch_max_records, "batch_timeout_ms": 200}
