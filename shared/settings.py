@@ -46,7 +46,9 @@ class Settings(BaseSettings):
     )
     max_poll_interval_ms: int = Field(default=300_000, ge=10_000)
     session_timeout_ms: int = Field(
-        default=10_000, ge=2_000, description="Consumer session; Tansu answers a group join after about half of it."
+        default=10_000,
+        ge=2_000,
+        description="Consumer session; Tansu answers a group join after about half of it.",
     )
     batch_max_records: int = Field(default=64, ge=1, description="Messages per batch for batching workers.")
 

@@ -67,7 +67,37 @@ class Worker:
     retry_delays: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0, 8.0)
 
     async def handle(self, record: ConsumerRecord[Any, Any], model: type[E], handler: Handler[E]) -> None:
-        """Handle one message with a single-event handler."""
+        """Handle one message with a single-event handler; an escaping error leaves it uncommitted."""
+        try:
+            await self._handle(record, model, handler)
+        except TRANSIENT_ERRORS as error:
+            log.error("message_not_committed", error_type=type(error).__name__, error=str(error)[:300])
+            raise
+        except Exception as error:
+            # A bug in our own failure path must not become a redelivery loop: park the message and move on.
+            log.exception("message_dead_lettered", error_type=type(error).__name__)
+            await self._dead_letter(record, "internal_error", f"{type(error).__name__}: {error}")
+
+    async def handle_batch(
+        self, records: Sequence[ConsumerRecord[Any, Any]], model: type[E], handler: BatchHandler[E]
+    ) -> None:
+        """Handle a batch of messages with a batch handler; one bad event never fails the others."""
+        try:
+            await self._handle_batch(records, model, handler)
+        except TRANSIENT_ERRORS as error:
+            log.error(
+                "batch_not_committed",
+                error_type=type(error).__name__,
+                error=str(error)[:300],
+                records=len(records),
+            )
+            raise
+        except Exception as error:
+            log.exception("batch_dead_lettered", error_type=type(error).__name__, records=len(records))
+            for record in records:
+                await self._dead_letter(record, "internal_error", f"{type(error).__name__}: {error}")
+
+    async def _handle(self, record: ConsumerRecord[Any, Any], model: type[E], handler: Handler[E]) -> None:
         event = await self._decode(record, model)
         if event is None or await self._seen(event):
             return
@@ -87,10 +117,9 @@ class Worker:
             await inbox.mark_processed(self.pool, consumer=self.service, event_ids=[event.event_id])
             log.info("event_processed", emitted=[e.event_type for e in outgoing])
 
-    async def handle_batch(
+    async def _handle_batch(
         self, records: Sequence[ConsumerRecord[Any, Any]], model: type[E], handler: BatchHandler[E]
     ) -> None:
-        """Handle a batch of messages with a batch handler; one bad event never fails the others."""
         events: list[E] = []
         for record in records:
             event = await self._decode(record, model)
@@ -172,20 +201,7 @@ class Worker:
             reason=reason,
             payload_excerpt=raw[:PAYLOAD_EXCERPT_CHARS].decode("utf-8", "replace"),
         )
-        await publish_dead_letter(
-            self.broker,
-            DeadLetter(
-                consumer=self.service,
-                original_topic=record.topic,
-                original_partition=record.partition,
-                original_offset=record.offset,
-                original_key=key,
-                original_value_b64=base64.b64encode(raw).decode("ascii"),
-                error_code=code,
-                reason=reason,
-                attempts=1,
-            ),
-        )
+        await self._dead_letter(record, code, reason)
         source_id = _uuid(key)
         if source_id is not None and record.topic != SourceUploaded.TOPIC:
             # A broken internal event still belongs to a known source: fail that source, not just the message.
@@ -200,6 +216,25 @@ class Worker:
             reason=reason,
         )
         await publish(self.broker, failure)
+
+    async def _dead_letter(
+        self, record: ConsumerRecord[Any, Any], code: str, reason: str, attempts: int = 1
+    ) -> None:
+        """Publish the original bytes with the reason to the dead-letter topic."""
+        await publish_dead_letter(
+            self.broker,
+            DeadLetter(
+                consumer=self.service,
+                original_topic=record.topic,
+                original_partition=record.partition,
+                original_offset=record.offset,
+                original_key=record.key.decode("utf-8", "replace") if record.key else None,
+                original_value_b64=base64.b64encode(record.value or b"").decode("ascii"),
+                error_code=code,
+                reason=reason[:2000],
+                attempts=attempts,
+            ),
+        )
 
     async def _seen(self, event: Envelope) -> bool:
         if await inbox.is_processed(self.pool, consumer=self.service, event_id=event.event_id):

@@ -63,10 +63,12 @@ async def record_rejection(
         """
         INSERT INTO rejected_messages (consumer, topic, kafka_partition, kafka_offset, message_key, event_id,
                                        error_code, error_message, payload_excerpt)
-        SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9
+        SELECT $1::varchar, $2::text, $3::integer, $4::bigint, $5::text, $6::uuid, $7::varchar, $8::text, $9::text
          WHERE NOT EXISTS (SELECT 1 FROM rejected_messages
-                            WHERE consumer = $1 AND topic = $2 AND kafka_partition IS NOT DISTINCT FROM $3
-                              AND kafka_offset IS NOT DISTINCT FROM $4 AND event_id IS NOT DISTINCT FROM $6)
+                            WHERE consumer = $1::varchar AND topic = $2::text
+                              AND kafka_partition IS NOT DISTINCT FROM $3::integer
+                              AND kafka_offset IS NOT DISTINCT FROM $4::bigint
+                              AND event_id IS NOT DISTINCT FROM $6::uuid)
         """,
         consumer,
         topic,

@@ -1,0 +1,149 @@
+"""An in-process pipeline for integration tests: the real workers' apps on the real broker, PostgreSQL,
+Chroma server and local Qdrant, plus the helpers tests need to publish events and wait for outcomes."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from faststream.kafka import KafkaBroker
+
+from shared.broker import create_topics, make_broker, publish
+from shared.db import inbox, jobs, owners
+from shared.db.migrate import apply_migrations
+from shared.db.pool import create_pool
+from shared.events.models import Envelope
+from shared.events.topics import SERVICE_INPUTS
+from shared.settings import Settings, get_settings
+from shared.vectors.chroma import ChromaStore
+from shared.vectors.qdrant import QdrantStore
+
+
+@dataclass
+class Harness:
+    """What a test talks to."""
+
+    settings: Settings
+    pool: asyncpg.Pool
+    producer: KafkaBroker
+    qdrant: QdrantStore
+    chroma: ChromaStore
+    services: tuple[str, ...]
+
+    async def new_owner(self) -> tuple[uuid.UUID, uuid.UUID]:
+        """A fresh student with one class of theirs."""
+        user_id, class_id = uuid.uuid4(), uuid.uuid4()
+        await owners.ensure_user(self.pool, user_id=user_id)
+        await owners.ensure_class(self.pool, class_id=class_id, user_id=user_id)
+        return user_id, class_id
+
+    async def publish(self, event: Envelope) -> None:
+        """Publish an event as a producer would."""
+        await publish(self.producer, event)
+
+    async def publish_raw(self, topic: str, key: bytes, value: bytes) -> None:
+        """Publish bytes as they are."""
+        await self.producer.publish(value, topic=topic, key=key)
+
+    async def wait_job(self, source_id: uuid.UUID, *, timeout: float = 90.0) -> jobs.JobRow:
+        """Wait until the source's job is completed or failed."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            job = await jobs.get_job(self.pool, source_id=source_id)
+            if job is not None and job.status in ("completed", "failed"):
+                return job
+            await asyncio.sleep(0.2)
+        raise TimeoutError(
+            f"source {source_id} did not finish: {await jobs.get_job(self.pool, source_id=source_id)}"
+        )
+
+    async def wait_rejection(
+        self, *, event_id: uuid.UUID | None = None, key: str | None = None, timeout: float = 60.0
+    ) -> inbox.Rejection:
+        """Wait until a message is refused and return why."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = await inbox.list_rejections(self.pool, event_id=event_id, key=key, limit=1)
+            if found:
+                return found[0]
+            await asyncio.sleep(0.2)
+        raise TimeoutError(f"no rejection for event {event_id} / key {key}")
+
+    async def drain(self, *, timeout: float = 90.0) -> None:
+        """Wait until every worker's group has committed every message of its input topics."""
+        deadline = time.monotonic() + timeout
+        for service in self.services:
+            consumer = AIOKafkaConsumer(
+                bootstrap_servers=self.settings.kafka_bootstrap_servers,
+                group_id=f"{self.settings.consumer_group_prefix}.{service}",
+                enable_auto_commit=False,
+                session_timeout_ms=4000,
+            )
+            await consumer.start()
+            try:
+                for topic in SERVICE_INPUTS[service]:
+                    partitions = consumer.partitions_for_topic(topic) or set()
+                    tps = [TopicPartition(topic, p) for p in partitions]
+                    while True:
+                        ends = await consumer.end_offsets(tps)
+                        lagging = [tp for tp in tps if ((await consumer.committed(tp)) or 0) < ends[tp]]
+                        if not lagging:
+                            break
+                        if time.monotonic() > deadline:
+                            raise TimeoutError(f"{service} still has unconsumed messages on {lagging}")
+                        await asyncio.sleep(0.2)
+            finally:
+                await consumer.stop()
+
+
+@asynccontextmanager
+async def running_pipeline(
+    *, database_url: str, bootstrap: str, chroma_url: str, home: Path, services: Sequence[str]
+) -> AsyncIterator[Harness]:
+    """Migrate, create topics, start the workers' apps in this process, and yield the harness."""
+    env = {
+        "LMGPA_DATABASE_URL": database_url,
+        "LMGPA_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "LMGPA_CHROMA_URL": chroma_url,
+        "LMGPA_QDRANT_PATH": str(home / "qdrant"),
+        "LMGPA_STORAGE_ROOT": str(home / "storage"),
+        "LMGPA_BATCH_MAX_RECORDS": "16",
+        "LMGPA_SESSION_TIMEOUT_MS": "4000",
+    }
+    os.environ.update(env)
+    (home / "storage").mkdir(parents=True, exist_ok=True)
+    get_settings.cache_clear()
+    settings = get_settings()
+    await apply_migrations(database_url)
+    await create_topics(bootstrap, partitions=settings.topic_partitions)
+    async with AsyncExitStack() as stack:
+        modules: dict[str, Any] = {}
+        for service in services:
+            module = importlib.import_module(f"services.{service}.app")
+            await stack.enter_async_context(module.app.lifespan_context())
+            await module.app.start()
+            stack.push_async_callback(module.app.stop)
+            modules[service] = module
+        pool = await create_pool(database_url)
+        stack.push_async_callback(pool.close)
+        producer = make_broker(settings, service="tests")
+        await stack.enter_async_context(producer)
+        indexing = modules["indexing"]
+        yield Harness(
+            settings=settings,
+            pool=pool,
+            producer=producer,
+            qdrant=indexing.stores.qdrant,
+            chroma=indexing.stores.chroma,
+            services=tuple(services),
+        )
