@@ -50,6 +50,12 @@ def make_broker(settings: Settings, *, service: str) -> KafkaBroker:
     )
 
 
+async def raw_body(message: StreamMessage[Any]) -> bytes:
+    """Leave decoding to the runner: a malformed body must reach it (to be stored and dead-lettered),
+    not fail inside the framework, whatever content type the producer declared."""
+    return message.body
+
+
 def consumer_options(settings: Settings, *, service: str, batch: bool = False) -> dict[str, Any]:
     """Subscriber options shared by every worker: a group per service, commit after success only."""
     options: dict[str, Any] = {
@@ -57,6 +63,7 @@ def consumer_options(settings: Settings, *, service: str, batch: bool = False) -
         # The broker's "latest" offset is wrong (field notes); committed offsets do the real work.
         "auto_offset_reset": "earliest",
         "ack_policy": AckPolicy.NACK_ON_ERROR,
+        "decoder": raw_body,
         "max_poll_interval_ms": settings.max_poll_interval_ms,
         "session_timeout_ms": settings.session_timeout_ms,
         "heartbeat_interval_ms": max(settings.session_timeout_ms // 3, 500),

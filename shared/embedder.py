@@ -30,8 +30,11 @@ class SentenceEmbedder:
         self.model: Any = SentenceTransformer(str(self.path), device="cpu", local_files_only=True)
         self.name = name
         self.batch_size = batch_size
-        self.dimensions = int(self.model.get_embedding_dimension())
-        self.max_tokens = int(self.model.max_seq_length)
+        dimensions, max_tokens = self.model.get_embedding_dimension(), self.model.max_seq_length
+        if dimensions is None or max_tokens is None:
+            raise ValueError(f"the model at {self.path} does not declare its embedding size and input length")
+        self.dimensions: int = dimensions
+        self.max_tokens: int = max_tokens
 
     def embed_sync(self, texts: Sequence[str]) -> np.ndarray[Any, Any]:
         """Unit-length vectors (cosine = dot product), one row per text."""

@@ -54,7 +54,7 @@ async def lifespan() -> AsyncIterator[None]:
 async def on_text_extracted(message: KafkaMessage) -> None:
     """Chunk and embed a batch of texts."""
     await runtime.worker.handle_batch(
-        message.raw_message,  # type: ignore[arg-type]
+        message.raw_message,
         TextExtracted,
         lambda events: embed_chunks(
             events,

@@ -53,7 +53,14 @@ async def embed_chunks(
     planned: list[tuple[TextExtracted, list[Chunk]]] = []
     results: Result = []
     for event in events:
-        await tracker.started(event.source.source_id, SERVICE, unit="chunks")
+        # A source in several parts reports progress in parts; a single part, in chunks.
+        multi = event.part_count > 1
+        await tracker.started(
+            event.source.source_id,
+            SERVICE,
+            unit="parts" if multi else "chunks",
+            units_total=event.part_count if multi else None,
+        )
         chunks = chunker.chunk(event.segments)
         if len(chunks) >= CHUNK_INDEX_STRIDE:
             results.append(
@@ -103,6 +110,7 @@ async def embed_chunks(
                 source_id, SERVICE, units_done=event.part_index + 1, units_total=event.part_count
             )
         else:
-            await tracker.finished(source_id, SERVICE, units_done=len(chunks), next_stage="indexing")
+            done = event.part_count if event.part_count > 1 else len(chunks)
+            await tracker.finished(source_id, SERVICE, units_done=done, next_stage="indexing")
         results.append((event, outgoing))
     return results

@@ -52,7 +52,7 @@ async def lifespan() -> AsyncIterator[None]:
 async def on_chunks_embedded(message: KafkaMessage) -> None:
     """Index a batch of embedded chunks."""
     await runtime.worker.handle_batch(
-        message.raw_message,  # type: ignore[arg-type]
+        message.raw_message,
         ChunksEmbedded,
         lambda events: index_chunks(
             events,

@@ -32,7 +32,7 @@ async def lifespan() -> AsyncIterator[None]:
 async def on_source_uploaded(message: KafkaMessage) -> None:
     """Accept or refuse one upload."""
     await runtime.worker.handle(
-        message.raw_message,  # type: ignore[arg-type]
+        message.raw_message,
         SourceUploaded,
         lambda event: accept_upload(
             event, directory=PostgresDirectory(runtime.pool), storage=storage, limits=limits

@@ -17,7 +17,7 @@ from shared.events.models import (
     TextExtracted,
     TextSegment,
 )
-from shared.events.parts import split_into_parts
+from shared.events.parts import clean_text, split_into_parts
 from shared.ports import SourceRow
 from shared.storage import StoredFile
 
@@ -83,6 +83,7 @@ async def accept_upload(
     stored: StoredFile | None = None
     if event.kind == "note":
         text = event.text if event.text is not None else (existing.text if existing else None)
+        text = clean_text(text) if text is not None else None
         if text is None or not text.strip():
             raise PermanentError("empty_text", "the note has no text to index")
         if len(text) > limits.max_note_chars:

@@ -55,7 +55,7 @@ async def ingest_source(
             event_id=event_id,
             correlation_id=event_id,
             producer=PRODUCER,
-            kind=kind,  # type: ignore[arg-type]
+            kind=kind,
             user_id=user_id,
             class_id=class_id,
             title=(title or (path.stem if path else " ".join(text.split()[:8]) if text else "note"))[:200]
@@ -218,7 +218,7 @@ def render_status(report: dict[str, Any]) -> str:
         chunks = "" if s["chunk_count"] is None else str(s["chunk_count"])
         tail = f"{s['error_code']}: {s['error_message']}" if s["error_code"] else (s["title"] or "")
         lines.append(
-            f"{s['source_id']:<36}  {s['kind']:<8} {s['status']:<10} {s['stage']:<13} {chunks:>6}  {tail[:90]}"
+            f"{s['source_id']:<36}  {s['kind']:<8} {s['status']:<10} {s['stage']:<13} {chunks:>6}  {tail[:240]}"
         )
         for st in s["stages"]:
             progress = (

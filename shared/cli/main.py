@@ -6,7 +6,6 @@ import asyncio
 import importlib
 import json
 import os
-import sys
 import uuid
 from pathlib import Path
 from typing import Annotated, Any
@@ -327,4 +326,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

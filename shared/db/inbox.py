@@ -5,10 +5,11 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TypeAlias
 
 import asyncpg
 
-Executor = asyncpg.Pool | asyncpg.Connection
+Executor: TypeAlias = asyncpg.Pool | asyncpg.Connection
 
 
 async def is_processed(conn: Executor, *, consumer: str, event_id: uuid.UUID) -> bool:

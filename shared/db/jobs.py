@@ -5,11 +5,11 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeAlias
 
 import asyncpg
 
-Executor = asyncpg.Pool | asyncpg.Connection
+Executor: TypeAlias = asyncpg.Pool | asyncpg.Connection
 
 
 @dataclass(frozen=True)

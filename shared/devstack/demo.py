@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import uuid
 from importlib import resources
 
@@ -30,7 +31,7 @@ async def _ingest_all(settings: Settings) -> list[dict[str, object]]:
     results = []
     for student, (class_name, prefix) in STUDENTS.items():
         user_id, class_id = _ids(student)
-        for note in sorted(n for n in notes.iterdir() if n.name.startswith(prefix)):
+        for note in sorted((n for n in notes.iterdir() if n.name.startswith(prefix)), key=lambda n: n.name):
             text = note.read_text(encoding="utf-8")
             results.append(
                 await ingest_source(
@@ -56,7 +57,8 @@ def run_demo() -> int:
     """Run the demo; returns a process exit code."""
     state = stack.up()
     print(f"embedded stack up in {state.home}: {', '.join(sorted({w.service for w in state.workers}))}")
-    settings = Settings(**{k.removeprefix("LMGPA_").lower(): v for k, v in state.env.items()})
+    os.environ.update(state.env)
+    settings = Settings()
     results = asyncio.run(_ingest_all(settings))
     failed = [r for r in results if r["status"] != "completed"]
     print(

@@ -232,7 +232,8 @@ def encode_vector(vector: np.ndarray[Any, Any] | list[float]) -> str:
 
 def decode_vector(encoded: str) -> list[float]:
     """The inverse of ``encode_vector``."""
-    return np.frombuffer(base64.b64decode(encoded), dtype="<f4").astype(float).tolist()
+    values: list[float] = np.frombuffer(base64.b64decode(encoded), dtype="<f4").astype(float).tolist()
+    return values
 
 
 class EmbeddedChunk(BaseModel):

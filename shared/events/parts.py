@@ -10,6 +10,14 @@ MAX_PART_CHARS = 200_000
 """Characters of text per TextExtracted part: far below the broker's 1 MB even for multi-byte scripts."""
 
 
+_CONTROL = {c: None for c in range(32) if chr(c) not in "\t\n\r"} | {0x7F: None}
+
+
+def clean_text(text: str) -> str:
+    """Drop control characters: they carry no meaning, PostgreSQL refuses NUL, and JSON inflates them sixfold."""
+    return text.translate(_CONTROL)
+
+
 def _split_text(text: str, limit: int) -> list[str]:
     """Cut one long text at paragraph, line or word boundaries into pieces of at most ``limit`` chars."""
     pieces: list[str] = []

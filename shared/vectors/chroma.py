@@ -11,13 +11,14 @@ from urllib.parse import urlparse
 import chromadb
 import httpx
 from chromadb.api import AsyncClientAPI
+from chromadb.api.collection_configuration import CreateCollectionConfiguration
 from chromadb.config import Settings as ChromaSettings
 
 from shared.errors import TransientError
 from shared.settings import Settings
 from shared.vectors.records import SearchHit, VectorRecord, chroma_collection_name
 
-COLLECTION_CONFIGURATION: dict[str, Any] = {"hnsw": {"space": "cosine"}}
+COLLECTION_CONFIGURATION: CreateCollectionConfiguration = {"hnsw": {"space": "cosine"}}
 UPSERT_BATCH = 256
 
 
@@ -44,7 +45,7 @@ class ChromaStore:
         return await self.client.get_or_create_collection(
             name,
             configuration=COLLECTION_CONFIGURATION,
-            embedding_function=None,  # type: ignore[arg-type]
+            embedding_function=None,
         )
 
     async def upsert(self, records: Sequence[VectorRecord]) -> None:
@@ -84,17 +85,17 @@ class ChromaStore:
                 continue
             collection = await self.client.get_collection(name)
             result = await collection.query(
-                query_embeddings=[list(vector)],
+                query_embeddings=[float(x) for x in vector],  # one query vector
                 n_results=limit,
                 where={"user_id": str(user_id)},
                 include=["documents", "metadatas", "distances"],
             )
+            documents, metadatas, distances = result["documents"], result["metadatas"], result["distances"]
+            assert (
+                documents is not None and metadatas is not None and distances is not None
+            )  # all were included
             for doc_id, text, meta, distance in zip(
-                result["ids"][0],
-                result["documents"][0],
-                result["metadatas"][0],
-                result["distances"][0],
-                strict=True,
+                result["ids"][0], documents[0], metadatas[0], distances[0], strict=True
             ):
                 hits.append(
                     SearchHit(score=1.0 - float(distance), document_id=doc_id, text=text, metadata=dict(meta))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -45,7 +44,7 @@ def _filter(
     for key, value in (("class_id", class_id), ("content_type", content_type), ("source_id", source_id)):
         if value is not None:
             must.append(models.FieldCondition(key=key, match=models.MatchValue(value=str(value))))
-    return models.Filter(must=must)  # type: ignore[arg-type]
+    return models.Filter(must=must)
 
 
 class QdrantStore:

@@ -34,9 +34,8 @@ class VectorRecord:
     @property
     def chroma_collection(self) -> str:
         """The Chroma collection this record belongs in."""
-        return chroma_collection_name(
-            self.metadata["user_id"], self.metadata["class_id"], str(self.metadata["content_type"])
-        )
+        meta = self.metadata
+        return chroma_collection_name(str(meta["user_id"]), str(meta["class_id"]), str(meta["content_type"]))
 
 
 def to_record(source: SourceRef, chunk: EmbeddedChunk, *, model: str) -> VectorRecord:
