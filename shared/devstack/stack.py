@@ -192,7 +192,10 @@ def down(home: Path | None = None, *, purge: bool = False) -> bool:
         stop_worker(worker)
     servers.stop_process(state.server("chroma"))
     servers.stop_process(state.server("broker"))
-    servers.stop_postgres(state.server("postgres"))
+    if purge:
+        servers.remove_postgres(state.server("postgres"))  # its data may live outside home (see servers)
+    else:
+        servers.stop_postgres(state.server("postgres"))
     (home / STATE_FILE).unlink(missing_ok=True)
     if purge:
         shutil.rmtree(home, ignore_errors=True)

@@ -1,0 +1,256 @@
+"""The newcomer's path: `lmgpa dev up`, then ingest, status, search and replay through the CLI, every worker a
+separate process; afterwards the local Qdrant folder is opened directly to check the vectors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from shared.vectors.records import point_id
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(600)]
+
+REPO = Path(__file__).resolve().parents[2]
+FIXTURES = REPO / "tests" / "fixtures"
+
+
+def lmgpa(
+    home: Path, *args: str, check: bool = True, extra_env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run the CLI as a user would, with only the stack's home set."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LMGPA_")}
+    env |= {"LMGPA_DEV_HOME": str(home), "HF_HUB_OFFLINE": "1"} | (extra_env or {})
+    result = subprocess.run(
+        [sys.executable, "-m", "shared.cli.main", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"lmgpa {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}"
+        )
+    return result
+
+
+@pytest.fixture(scope="module")
+def stack_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    home = tmp_path_factory.mktemp("stack")
+    up = lmgpa(home, "dev", "up")
+    assert "worker upload-0" in up.stdout and "worker indexing-0" in up.stdout
+    try:
+        yield home
+    finally:
+        lmgpa(home, "dev", "down", "--purge", check=False)
+
+
+def test_ingest_status_search_and_replay_through_separate_processes(stack_home: Path, tmp_path: Path) -> None:
+    ps = lmgpa(stack_home, "dev", "ps").stdout
+    assert ps.count(" up") >= 6 and "DOWN" not in ps
+
+    user, klass, stranger = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    note = tmp_path / "krebs-cycle.md"
+    note.write_text(
+        "# The Krebs cycle\n\nThe citric acid cycle runs in the mitochondrial matrix. Each turn oxidises an acetyl "
+        "group from acetyl-CoA to two molecules of carbon dioxide, and stores the energy as three NADH, one FADH2 "
+        "and one GTP. The NADH and FADH2 feed the electron transport chain, which makes most of the cell's ATP."
+    )
+    ingested = json.loads(
+        lmgpa(
+            stack_home,
+            "ingest",
+            str(note),
+            "--user",
+            str(user),
+            "--class",
+            str(klass),
+            "--create-owner",
+            "--wait",
+            "--timeout",
+            "180",
+            "--json",
+        ).stdout
+    )
+    assert ingested["status"] == "completed" and ingested["kind"] == "note" and ingested["chunk_count"] >= 1
+    other = json.loads(
+        lmgpa(
+            stack_home,
+            "ingest",
+            "--note",
+            "Vectors add tip to tail; the dot product measures alignment.",
+            "--user",
+            str(user),
+            "--class",
+            str(klass),
+            "--wait",
+            "--json",
+        ).stdout
+    )
+    assert other["status"] == "completed"
+
+    status = json.loads(lmgpa(stack_home, "status", ingested["source_id"], "--json").stdout)
+    [source] = status["sources"]
+    assert [s["stage"] for s in source["stages"]] == ["upload", "embedding", "indexing"]
+    assert all(s["status"] == "completed" for s in source["stages"])
+    assert "completed" in lmgpa(stack_home, "status").stdout
+
+    hits = json.loads(
+        lmgpa(
+            stack_home,
+            "search",
+            "where does the citric acid cycle happen?",
+            "--user",
+            str(user),
+            "--class",
+            str(klass),
+            "--json",
+        ).stdout
+    )
+    assert hits[0]["source_id"] == ingested["source_id"] and hits[0]["score"] > 0.3
+    assert {"score", "text", "metadata", "content_type", "source_id"} <= set(hits[0])
+    assert hits[0]["metadata"]["user_id"] == str(user)
+    nothing = json.loads(
+        lmgpa(
+            stack_home,
+            "search",
+            "citric acid cycle",
+            "--user",
+            str(stranger),
+            "--class",
+            str(klass),
+            "--json",
+        ).stdout
+    )
+    assert nothing == []
+
+    # A refused upload is reported with its reason.
+    refused = lmgpa(
+        stack_home,
+        "ingest",
+        "--note",
+        "not mine",
+        "--user",
+        str(stranger),
+        "--class",
+        str(klass),
+        "--wait",
+        "--json",
+        check=False,
+    )
+    assert refused.returncode == 1
+    assert json.loads(refused.stdout)["error_code"] in ("class_not_owned", "unknown_class")
+
+    # Replaying the fixtures through the CLI, twice, leaves the same sources and vectors.
+    seed = json.loads((FIXTURES / "owners.json").read_text())
+    for user_row in seed["users"]:
+        for class_row in (c for c in seed["classes"] if c["user_id"] == user_row["id"]):
+            lmgpa(
+                stack_home,
+                "ingest",
+                "--note",
+                "seed",
+                "--user",
+                user_row["id"],
+                "--class",
+                class_row["id"],
+                "--create-owner",
+                "--wait",
+            )
+    files = [
+        str(p)
+        for p in sorted((FIXTURES / "events" / "lmgpa.source.uploaded.v1").glob("note-chain-rule.json"))
+    ]
+    for _ in range(2):
+        assert "published 1 event" in lmgpa(stack_home, "replay", *files).stdout
+    chain_hits = json.loads(
+        lmgpa(
+            stack_home,
+            "search",
+            "differentiate sin of x squared",
+            "--user",
+            seed["users"][0]["id"],
+            "--class",
+            seed["classes"][0]["id"],
+            "--json",
+        ).stdout
+    )
+    assert chain_hits and chain_hits[0]["metadata"]["title"] == "Chain rule, with worked examples"
+
+    # One more worker, started by hand from `lmgpa dev env`, joins the running stack.
+    env_lines = lmgpa(stack_home, "dev", "env").stdout.splitlines()
+    exported = dict(line.removeprefix("export ").split("=", 1) for line in env_lines)
+    assert {
+        "LMGPA_KAFKA_BOOTSTRAP_SERVERS",
+        "LMGPA_DATABASE_URL",
+        "LMGPA_CHROMA_URL",
+        "LMGPA_QDRANT_PATH",
+    } <= set(exported)
+    extra = subprocess.Popen(
+        [sys.executable, "-m", "shared.cli.main", "worker", "embedding"],
+        cwd=REPO,
+        env={**os.environ, **{k: json.loads(v) for k, v in exported.items()}, "LMGPA_LOG_FORMAT": "json"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        third = json.loads(
+            lmgpa(
+                stack_home,
+                "ingest",
+                "--note",
+                "Entropy of an isolated system never decreases.",
+                "--user",
+                str(user),
+                "--class",
+                str(klass),
+                "--wait",
+                "--json",
+            ).stdout
+        )
+        assert third["status"] == "completed"
+    finally:
+        extra.terminate()
+        output, _ = extra.communicate(timeout=60)
+    assert extra.returncode == 0, output[-2000:]
+    assert "worker_started" in output
+
+    # With the stack down, the Qdrant folder can be opened: exactly the chunks, under deterministic ids.
+    qdrant_path = json.loads(dict(exported)["LMGPA_QDRANT_PATH"])
+    lmgpa(stack_home, "dev", "down")
+    from qdrant_client import QdrantClient, models
+
+    client = QdrantClient(path=qdrant_path)
+    try:
+        points, _ = client.scroll(
+            "lmgpa_chunks",
+            scroll_filter=models.Filter(
+                must=[
+                    models.FieldCondition(
+                        key="source_id", match=models.MatchValue(value=ingested["source_id"])
+                    )
+                ]
+            ),
+            limit=100,
+        )
+        assert sorted(str(p.id) for p in points) == sorted(
+            point_id(uuid.UUID(ingested["source_id"]), i) for i in range(ingested["chunk_count"])
+        )
+        assert client.count(
+            "lmgpa_chunks",
+            count_filter=models.Filter(
+                must=[models.FieldCondition(key="user_id", match=models.MatchValue(value=str(user)))]
+            ),
+        ).count == 3 * 0 + sum(x["chunk_count"] for x in (ingested, other, third))
+    finally:
+        client.close()
+    lmgpa(stack_home, "dev", "up")  # the fixture's teardown purges it
