@@ -48,3 +48,13 @@ def test_fixture_matches_its_model_and_the_committed_schema(name: str) -> None:
         return
     model.model_validate_json(raw)
     jsonschema.validate(json.loads(raw), schema)
+
+
+def test_readme_documents_every_setting() -> None:
+    from shared.settings import Settings
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    missing = [f"LMGPA_{name.upper()}" for name in Settings.model_fields if f"LMGPA_{name.upper()}" not in readme]
+    assert missing == []
+    head = "\n".join(readme.splitlines()[:20])
+    assert "make demo" in head and "make test" in head
