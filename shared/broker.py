@@ -12,7 +12,7 @@ from faststream.message import StreamMessage
 from faststream.middlewares import AckPolicy
 
 from shared.events.models import DeadLetter, Envelope
-from shared.events.topics import ALL_TOPICS
+from shared.events.topics import ALL_TOPICS, SERVICE_INPUTS
 from shared.settings import Settings
 
 MAX_MESSAGE_BYTES = 1_000_000
@@ -56,10 +56,18 @@ async def raw_body(message: StreamMessage[Any]) -> bytes:
     return message.body
 
 
-def consumer_options(settings: Settings, *, service: str, batch: bool = False) -> dict[str, Any]:
-    """Subscriber options shared by every worker: a group per service, commit after success only."""
+def group_id(settings: Settings, *, service: str, topic: str) -> str:
+    """The consumer group of one subscription: ``<prefix>.<service>`` for a worker's main input,
+    ``<prefix>.<service>.<word>`` for another (``lmgpa.transcription.pieces``)."""
+    if topic == SERVICE_INPUTS[service][0]:
+        return f"{settings.consumer_group_prefix}.{service}"
+    return f"{settings.consumer_group_prefix}.{service}.{topic.split('.')[2]}"
+
+
+def consumer_options(settings: Settings, *, service: str, topic: str, batch: bool = False) -> dict[str, Any]:
+    """Subscriber options shared by every worker: a group per subscription, commit after success only."""
     options: dict[str, Any] = {
-        "group_id": f"{settings.consumer_group_prefix}.{service}",
+        "group_id": group_id(settings, service=service, topic=topic),
         # The broker's "latest" offset is wrong (field notes); committed offsets do the real work.
         "auto_offset_reset": "earliest",
         "ack_policy": AckPolicy.NACK_ON_ERROR,

@@ -53,6 +53,7 @@ class Segment:
     page: int | None = None
     start_seconds: float | None = None
     end_seconds: float | None = None
+    confidence: float | None = None
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,8 @@ class Chunk:
     page_end: int | None
     start_seconds: float | None
     end_seconds: float | None
+    confidence: float | None = None
+    """The lowest confidence of the segments it covers (OCR, speech): doubtful text stays flagged."""
 
 
 class TokenCounter(Protocol):
@@ -362,19 +365,21 @@ def _next_start(word: list[int], sentence: list[int], window: int, overlap: int,
 
 def _span(
     group: _Group, start_char: int, end_char: int
-) -> tuple[int | None, int | None, float | None, float | None]:
-    """Page and time span of the segments a chunk's characters overlap."""
+) -> tuple[int | None, int | None, float | None, float | None, float | None]:
+    """Page and time span, and lowest confidence, of the segments a chunk's characters overlap."""
     first = bisect.bisect_right(group.seg_ends, start_char)
     last = max(first, bisect.bisect_left(group.seg_starts, end_char) - 1)
     covered = group.segments[first : last + 1]
     pages = [s.page for s in covered if s.page is not None]
     starts = [s.start_seconds for s in covered if s.start_seconds is not None]
     ends = [s.end_seconds for s in covered if s.end_seconds is not None]
+    confidences = [s.confidence for s in covered if s.confidence is not None]
     return (
         min(pages) if pages else None,
         max(pages) if pages else None,
         starts[0] if starts else None,
         ends[-1] if ends else None,
+        min(confidences) if confidences else None,
     )
 
 
@@ -402,7 +407,7 @@ def chunk_segments(
     chunks: list[Chunk] = []
     for group, offsets in zip(groups, all_offsets, strict=True):
         for start_char, end_char, count in _token_ranges(group.text, offsets, counter, window, overlap):
-            page_start, page_end, start_seconds, end_seconds = _span(group, start_char, end_char)
+            page_start, page_end, start_seconds, end_seconds, confidence = _span(group, start_char, end_char)
             chunks.append(
                 Chunk(
                     index=len(chunks),
@@ -412,6 +417,7 @@ def chunk_segments(
                     page_end=page_end,
                     start_seconds=start_seconds,
                     end_seconds=end_seconds,
+                    confidence=confidence,
                 )
             )
     return chunks

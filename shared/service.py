@@ -39,7 +39,15 @@ class Runtime:
         """Open the database pool and the runner for the life of the process."""
         log = get_logger("runtime")
         self.pool = await create_pool(self.settings.database_dsn())
-        self.worker = Worker(service=self.service, broker=self.broker, pool=self.pool)
+        self.worker = Worker(
+            service=self.service,
+            broker=self.broker,
+            pool=self.pool,
+            max_deliveries=self.settings.max_deliveries,
+            retry_delays=tuple(
+                self.settings.retry_base_delay * 2**n for n in range(self.settings.retry_attempts)
+            ),
+        )
         log.info("worker_started", kafka=self.settings.kafka_bootstrap_servers)
         try:
             yield

@@ -50,6 +50,17 @@ class Settings(BaseSettings):
         ge=2_000,
         description="Consumer session; Tansu answers a group join after about half of it.",
     )
+    retry_attempts: int = Field(
+        default=5, ge=0, description="In-process retries of a transient failure per delivery."
+    )
+    retry_base_delay: float = Field(
+        default=0.5, ge=0, description="First retry delay in seconds; doubles each time."
+    )
+    max_deliveries: int = Field(
+        default=5,
+        ge=1,
+        description="Deliveries of a message that keeps failing transiently before it is dead-lettered.",
+    )
     batch_max_records: int = Field(default=64, ge=1, description="Messages per batch for batching workers.")
 
     embedding_model_path: Path | None = Field(
@@ -67,6 +78,30 @@ class Settings(BaseSettings):
     )
 
     max_note_chars: int = Field(default=2_000_000, ge=1, description="Largest note accepted, in characters.")
+
+    whisper_engine: Literal["faster-whisper", "openai-whisper"] = Field(
+        default="faster-whisper",
+        description="Speech engine: faster-whisper (CTranslate2, faster on CPU) or openai-whisper.",
+    )
+    whisper_model: Literal["tiny.en", "base"] = Field(
+        default="tiny.en",
+        description="tiny.en (measured here: more accurate and twice as fast) or multilingual base.",
+    )
+    model_cache_dir: Path = Field(
+        default=Path("var/models"), description="Where assembled or converted model files are cached."
+    )
+    audio_piece_seconds: float = Field(
+        default=600.0, ge=30, description="Recordings are transcribed in pieces this long."
+    )
+    textbook_pages_per_range: int = Field(
+        default=25, ge=1, description="Books are extracted in page ranges this long."
+    )
+    max_audio_seconds: float = Field(default=4 * 3600, gt=0, description="Longest recording accepted.")
+    max_image_pixels: int = Field(
+        default=60_000_000, gt=0, description="Largest photo accepted (decompression bombs)."
+    )
+    max_pdf_pages: int = Field(default=5000, gt=0, description="Largest book accepted.")
+    max_file_bytes: int = Field(default=2 * 1024**3, gt=0, description="Largest upload accepted, any kind.")
 
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: str = "INFO"

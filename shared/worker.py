@@ -11,7 +11,7 @@ import asyncio
 import base64
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import asyncpg
@@ -26,6 +26,7 @@ from shared.broker import publish, publish_dead_letter
 from shared.db import inbox, jobs, sources
 from shared.errors import PermanentError, TransientError
 from shared.events.models import DeadLetter, Envelope, SourceFailed, SourceRef, SourceUploaded
+from shared.events.parts import clean_text
 
 E = TypeVar("E", bound=Envelope)
 Handler = Callable[[E], Awaitable[Sequence[Envelope]]]
@@ -65,14 +66,19 @@ class Worker:
     broker: KafkaBroker
     pool: asyncpg.Pool
     retry_delays: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0, 8.0)
+    max_deliveries: int = 5
+    deliveries: dict[tuple[str, int, int], int] = field(default_factory=dict)
+    """Deliveries so far of messages that failed transiently, by (topic, partition, offset)."""
 
     async def handle(self, record: ConsumerRecord[Any, Any], model: type[E], handler: Handler[E]) -> None:
         """Handle one message with a single-event handler; an escaping error leaves it uncommitted."""
         try:
             await self._handle(record, model, handler)
+            self.deliveries.pop(_coordinates(record), None)
         except TRANSIENT_ERRORS as error:
-            log.error("message_not_committed", error_type=type(error).__name__, error=str(error)[:300])
-            raise
+            if not await self._budget_spent([record], model, error):
+                log.error("message_not_committed", error_type=type(error).__name__, error=str(error)[:300])
+                raise
         except Exception as error:
             # A bug in our own failure path must not become a redelivery loop: park the message and move on.
             log.exception("message_dead_lettered", error_type=type(error).__name__)
@@ -84,14 +90,17 @@ class Worker:
         """Handle a batch of messages with a batch handler; one bad event never fails the others."""
         try:
             await self._handle_batch(records, model, handler)
+            for record in records:
+                self.deliveries.pop(_coordinates(record), None)
         except TRANSIENT_ERRORS as error:
-            log.error(
-                "batch_not_committed",
-                error_type=type(error).__name__,
-                error=str(error)[:300],
-                records=len(records),
-            )
-            raise
+            if not await self._budget_spent(records, model, error):
+                log.error(
+                    "batch_not_committed",
+                    error_type=type(error).__name__,
+                    error=str(error)[:300],
+                    records=len(records),
+                )
+                raise
         except Exception as error:
             log.exception("batch_dead_lettered", error_type=type(error).__name__, records=len(records))
             for record in records:
@@ -99,6 +108,8 @@ class Worker:
 
     async def _handle(self, record: ConsumerRecord[Any, Any], model: type[E], handler: Handler[E]) -> None:
         event = await self._decode(record, model)
+        if event is not None and _replayed(record):
+            await self._reopen(event)
         if event is None or await self._seen(event):
             return
         with self._bound(event):
@@ -123,6 +134,8 @@ class Worker:
         events: list[E] = []
         for record in records:
             event = await self._decode(record, model)
+            if event is not None and _replayed(record):
+                await self._reopen(event)
             if event is not None and not await self._seen(event):
                 events.append(event)
         if not events:
@@ -182,6 +195,9 @@ class Worker:
         except ValidationError as error:
             await self._reject(record, "invalid_event", f"not a valid {model.__name__}: {_reason(error)}")
             return None
+        except ValueError as error:  # not even text (invalid UTF-8): as undecodable as bad JSON
+            await self._reject(record, "invalid_event", f"not a valid {model.__name__}: {error}")
+            return None
 
     async def _reject(self, record: ConsumerRecord[Any, Any], code: str, reason: str) -> None:
         """Store the refusal, publish the original bytes to the dead-letter topic, and a failure if we can."""
@@ -199,7 +215,8 @@ class Worker:
             event_id=event_id,
             code=code,
             reason=reason,
-            payload_excerpt=raw[:PAYLOAD_EXCERPT_CHARS].decode("utf-8", "replace"),
+            # PostgreSQL text cannot hold NUL: hostile bytes are stored cleaned (the dead letter keeps them all).
+            payload_excerpt=clean_text(raw[:PAYLOAD_EXCERPT_CHARS].decode("utf-8", "replace")),
         )
         await self._dead_letter(record, code, reason)
         source_id = _uuid(key)
@@ -216,6 +233,42 @@ class Worker:
             reason=reason,
         )
         await publish(self.broker, failure)
+
+    async def _reopen(self, event: Envelope) -> None:
+        """An operator replayed this dead letter: its failed source works again."""
+        ref: SourceRef | None = getattr(event, "source", None)
+        if ref is None:
+            return
+        async with self.pool.acquire() as conn, conn.transaction():
+            if await jobs.reopen_job(conn, source_id=ref.source_id):
+                await sources.reopen_status(conn, kind=ref.kind, source_id=ref.source_id)
+                log.warning("source_reopened_by_replay", source_id=str(ref.source_id))
+
+    async def _budget_spent(
+        self, records: Sequence[ConsumerRecord[Any, Any]], model: type[E], error: BaseException
+    ) -> bool:
+        """Count a failed delivery; once a message has used its budget, fail its source and dead-letter it.
+
+        Returns True when the messages were given up (so they are committed), False to have them redelivered.
+        """
+        counts = []
+        for record in records:
+            key = _coordinates(record)
+            self.deliveries[key] = self.deliveries.get(key, 0) + 1
+            counts.append(self.deliveries[key])
+        if max(counts) < self.max_deliveries:
+            return False
+        reason = f"still failing after {max(counts)} deliveries: {type(error).__name__}: {str(error)[:300]}"
+        code = error.code if isinstance(error, TransientError) else "retries_exhausted"
+        for record, attempts in zip(records, counts, strict=True):
+            event = _try_decode(record, model)
+            if event is not None:
+                with self._bound(event):
+                    await self._publish(await self._fail(event, PermanentError(code, reason)))
+            await self._dead_letter(record, code, reason, attempts=attempts)
+            self.deliveries.pop(_coordinates(record), None)
+        log.error("delivery_budget_spent", error_code=code, records=len(records))
+        return True
 
     async def _dead_letter(
         self, record: ConsumerRecord[Any, Any], code: str, reason: str, attempts: int = 1
@@ -237,8 +290,16 @@ class Worker:
         )
 
     async def _seen(self, event: Envelope) -> bool:
+        """True for an event to skip: applied already, or about a source that has failed for good."""
         if await inbox.is_processed(self.pool, consumer=self.service, event_id=event.event_id):
             log.info("event_already_processed", event_id=str(event.event_id), event_type=event.event_type)
+            return True
+        ref: SourceRef | None = getattr(event, "source", None)
+        if ref is not None and await jobs.job_status(self.pool, source_id=ref.source_id) == "failed":
+            # Other pieces of a failed source must not go on to write vectors nobody will see as complete.
+            log.info(
+                "event_of_failed_source_skipped", event_id=str(event.event_id), event_type=event.event_type
+            )
             return True
         return False
 
@@ -291,6 +352,21 @@ class Worker:
             correlation_id=str(event.correlation_id),
             source_id=str(source_id) if source_id else None,
         )
+
+
+def _replayed(record: ConsumerRecord[Any, Any]) -> bool:
+    return any(key == "replayed_from" for key, _ in record.headers or ())
+
+
+def _coordinates(record: ConsumerRecord[Any, Any]) -> tuple[str, int, int]:
+    return (record.topic, record.partition, record.offset)
+
+
+def _try_decode(record: ConsumerRecord[Any, Any], model: type[E]) -> E | None:
+    try:
+        return model.model_validate_json(record.value or b"")
+    except ValueError:  # ValidationError included
+        return None
 
 
 def _uuid(value: str | None) -> uuid.UUID | None:

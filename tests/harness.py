@@ -18,7 +18,7 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from faststream.kafka import KafkaBroker
 
-from shared.broker import create_topics, make_broker, publish
+from shared.broker import create_topics, group_id, make_broker, publish
 from shared.db import inbox, jobs, owners
 from shared.db.migrate import apply_migrations
 from shared.db.pool import create_pool
@@ -79,19 +79,45 @@ class Harness:
             await asyncio.sleep(0.2)
         raise TimeoutError(f"no rejection for event {event_id} / key {key}")
 
+    async def source_vectors(
+        self, user_id: uuid.UUID, class_id: uuid.UUID, source_id: uuid.UUID, kind: str = "note"
+    ) -> tuple[int, int]:
+        """How many vectors of a source are in Qdrant and in Chroma."""
+        from shared.events.models import CONTENT_TYPE_OF_KIND
+        from shared.vectors.records import chroma_collection_name
+
+        points = await self.qdrant.points_of_source(user_id=user_id, source_id=source_id)
+        docs = await self.chroma.documents_of_source(
+            collection=chroma_collection_name(user_id, class_id, CONTENT_TYPE_OF_KIND[kind]),
+            source_id=source_id,
+        )
+        return len(points), len(docs["ids"])
+
+    async def wait_deletion(self, event_id: uuid.UUID, *, timeout: float = 60.0) -> int:
+        """Wait until a delete reached both stores; returns how many vectors it removed."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            row = await self.pool.fetchrow(
+                "SELECT completed_at, vectors_removed FROM deletions WHERE event_id = $1", event_id
+            )
+            if row is not None and row["completed_at"] is not None:
+                return int(row["vectors_removed"] or 0)
+            await asyncio.sleep(0.2)
+        raise TimeoutError(f"delete {event_id} did not complete")
+
     async def drain(self, *, timeout: float = 90.0) -> None:
         """Wait until every worker's group has committed every message of its input topics."""
         deadline = time.monotonic() + timeout
         for service in self.services:
-            consumer = AIOKafkaConsumer(
-                bootstrap_servers=self.settings.kafka_bootstrap_servers,
-                group_id=f"{self.settings.consumer_group_prefix}.{service}",
-                enable_auto_commit=False,
-                session_timeout_ms=4000,
-            )
-            await consumer.start()
-            try:
-                for topic in SERVICE_INPUTS[service]:
+            for topic in SERVICE_INPUTS[service]:
+                consumer = AIOKafkaConsumer(
+                    bootstrap_servers=self.settings.kafka_bootstrap_servers,
+                    group_id=group_id(self.settings, service=service, topic=topic),
+                    enable_auto_commit=False,
+                    session_timeout_ms=4000,
+                )
+                await consumer.start()
+                try:
                     partitions = consumer.partitions_for_topic(topic) or set()
                     tps = [TopicPartition(topic, p) for p in partitions]
                     while True:
@@ -102,8 +128,8 @@ class Harness:
                         if time.monotonic() > deadline:
                             raise TimeoutError(f"{service} still has unconsumed messages on {lagging}")
                         await asyncio.sleep(0.2)
-            finally:
-                await consumer.stop()
+                finally:
+                    await consumer.stop()
 
 
 @asynccontextmanager
@@ -118,7 +144,12 @@ async def running_pipeline(
         "LMGPA_QDRANT_PATH": str(home / "qdrant"),
         "LMGPA_STORAGE_ROOT": str(home / "storage"),
         "LMGPA_BATCH_MAX_RECORDS": "16",
+        "LMGPA_MODEL_CACHE_DIR": str(home / "models"),
         "LMGPA_SESSION_TIMEOUT_MS": "4000",
+        # Transient failures give up quickly here, so the retry budget and dead letters can be tested.
+        "LMGPA_RETRY_ATTEMPTS": "2",
+        "LMGPA_RETRY_BASE_DELAY": "0.2",
+        "LMGPA_MAX_DELIVERIES": "3",
     }
     os.environ.update(env)
     (home / "storage").mkdir(parents=True, exist_ok=True)

@@ -20,7 +20,13 @@ class TokenChunker:
         """Chunks of the segments, in order, page- and time-aware."""
         return chunk_segments(
             [
-                Segment(text=s.text, page=s.page, start_seconds=s.start_seconds, end_seconds=s.end_seconds)
+                Segment(
+                    text=s.text,
+                    page=s.page,
+                    start_seconds=s.start_seconds,
+                    end_seconds=s.end_seconds,
+                    confidence=s.confidence,
+                )
                 for s in segments
             ],
             self.counter,

@@ -50,7 +50,10 @@ async def lifespan() -> AsyncIterator[None]:
         yield
 
 
-@broker.subscriber(topics.TEXT_EXTRACTED, **consumer_options(runtime.settings, service=SERVICE, batch=True))
+@broker.subscriber(
+    topics.TEXT_EXTRACTED,
+    **consumer_options(runtime.settings, service=SERVICE, topic=topics.TEXT_EXTRACTED, batch=True),
+)
 async def on_text_extracted(message: KafkaMessage) -> None:
     """Chunk and embed a batch of texts."""
     await runtime.worker.handle_batch(

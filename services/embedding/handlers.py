@@ -82,6 +82,7 @@ async def embed_chunks(
                 page_end=chunk.page_end,
                 start_seconds=chunk.start_seconds,
                 end_seconds=chunk.end_seconds,
+                confidence=chunk.confidence,
             )
             for i, chunk in enumerate(chunks)
         ]

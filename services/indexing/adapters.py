@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Sequence
+
 import asyncpg
 
-from shared.db import jobs, sources
-from shared.events.models import ChunksEmbedded, SourceRef
+from shared.db import deletions, jobs, sources
+from shared.events.models import ChunksEmbedded, SourceDeleted, SourceRef
 
 
 class PostgresLedger:
@@ -41,3 +44,28 @@ class PostgresLedger:
                 chunk_count=chunk_count,
             )
             return True
+
+    async def deleted(self, sources: Sequence[SourceRef]) -> set[uuid.UUID]:
+        """Which of these sources are deleted (themselves, their class or their user)."""
+        return await deletions.deleted_sources(
+            self.pool, sources=[(s.source_id, s.class_id, s.user_id) for s in sources]
+        )
+
+    async def begin_deletion(self, event: SourceDeleted) -> None:
+        """Write the tombstone and stop the deleted sources' unfinished jobs, in one transaction."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            await deletions.record_deletion(
+                conn,
+                event_id=event.event_id,
+                scope=event.scope,
+                user_id=event.user_id,
+                class_id=event.class_id,
+                source_id=event.source_id,
+            )
+            await deletions.fail_deleted_jobs(
+                conn, user_id=event.user_id, class_id=event.class_id, source_id=event.source_id
+            )
+
+    async def end_deletion(self, event: SourceDeleted, *, removed: int) -> None:
+        """Note that the delete reached every store."""
+        await deletions.complete_deletion(self.pool, event_id=event.event_id, vectors_removed=removed)

@@ -8,10 +8,10 @@ from contextlib import asynccontextmanager
 from faststream.kafka.annotations import KafkaMessage
 
 from services.indexing.adapters import PostgresLedger
-from services.indexing.handlers import SERVICE, index_chunks
+from services.indexing.handlers import SERVICE, delete_vectors, index_chunks
 from shared.broker import consumer_options
 from shared.events import topics
-from shared.events.models import ChunksEmbedded
+from shared.events.models import ChunksEmbedded, SourceDeleted
 from shared.service import Runtime
 from shared.tracking import PostgresTracker
 from shared.vectors.chroma import ChromaStore, make_chroma_client
@@ -48,7 +48,10 @@ async def lifespan() -> AsyncIterator[None]:
         await qdrant_client.close()
 
 
-@broker.subscriber(topics.CHUNKS_EMBEDDED, **consumer_options(runtime.settings, service=SERVICE, batch=True))
+@broker.subscriber(
+    topics.CHUNKS_EMBEDDED,
+    **consumer_options(runtime.settings, service=SERVICE, topic=topics.CHUNKS_EMBEDDED, batch=True),
+)
 async def on_chunks_embedded(message: KafkaMessage) -> None:
     """Index a batch of embedded chunks."""
     await runtime.worker.handle_batch(
@@ -60,6 +63,20 @@ async def on_chunks_embedded(message: KafkaMessage) -> None:
             ledger=PostgresLedger(runtime.pool),
             tracker=PostgresTracker(runtime.pool),
             qdrant_collection=runtime.settings.qdrant_collection,
+        ),
+    )
+
+
+@broker.subscriber(
+    topics.SOURCE_DELETED, **consumer_options(runtime.settings, service=SERVICE, topic=topics.SOURCE_DELETED)
+)
+async def on_source_deleted(message: KafkaMessage) -> None:
+    """Remove a deleted source's, class's or user's vectors from both stores."""
+    await runtime.worker.handle(
+        message.raw_message,
+        SourceDeleted,
+        lambda event: delete_vectors(
+            event, stores=(stores.qdrant, stores.chroma), ledger=PostgresLedger(runtime.pool)
         ),
     )
 

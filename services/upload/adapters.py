@@ -6,7 +6,7 @@ import uuid
 
 import asyncpg
 
-from shared.db import jobs, owners, sources
+from shared.db import deletions, jobs, owners, sources
 from shared.events.models import SourceUploaded
 from shared.ports import SourceRow
 from shared.storage import StoredFile
@@ -25,6 +25,10 @@ class PostgresDirectory:
     async def find_source(self, kind: str, source_id: uuid.UUID) -> SourceRow | None:
         """A content row, or None."""
         return await sources.get_source(self.pool, kind=kind, source_id=source_id)
+
+    async def is_deleted(self, *, user_id: uuid.UUID, class_id: uuid.UUID, source_id: uuid.UUID) -> bool:
+        """Whether the source, its class or its user was deleted."""
+        return bool(await deletions.deleted_sources(self.pool, sources=[(source_id, class_id, user_id)]))
 
     async def accept(
         self, event: SourceUploaded, *, text: str | None, stored: StoredFile | None, next_stage: str

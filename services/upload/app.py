@@ -18,7 +18,9 @@ from shared.storage import LocalStorage
 runtime = Runtime(SERVICE)
 broker = runtime.broker
 storage = LocalStorage(runtime.settings.storage_root)
-limits = Limits(max_note_chars=runtime.settings.max_note_chars)
+limits = Limits(
+    max_note_chars=runtime.settings.max_note_chars, max_file_bytes=runtime.settings.max_file_bytes
+)
 
 
 @asynccontextmanager
@@ -28,7 +30,10 @@ async def lifespan() -> AsyncIterator[None]:
         yield
 
 
-@broker.subscriber(topics.SOURCE_UPLOADED, **consumer_options(runtime.settings, service=SERVICE))
+@broker.subscriber(
+    topics.SOURCE_UPLOADED,
+    **consumer_options(runtime.settings, service=SERVICE, topic=topics.SOURCE_UPLOADED),
+)
 async def on_source_uploaded(message: KafkaMessage) -> None:
     """Accept or refuse one upload."""
     await runtime.worker.handle(

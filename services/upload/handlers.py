@@ -46,6 +46,9 @@ class Directory(Protocol):
     async def find_source(self, kind: str, source_id: uuid.UUID) -> SourceRow | None:
         """A content row, or None."""
 
+    async def is_deleted(self, *, user_id: uuid.UUID, class_id: uuid.UUID, source_id: uuid.UUID) -> bool:
+        """Whether the source, its class or its user was deleted."""
+
     async def accept(
         self, event: SourceUploaded, *, text: str | None, stored: StoredFile | None, next_stage: str
     ) -> SourceRow:
@@ -57,6 +60,7 @@ class Limits:
     """What an upload may be."""
 
     max_note_chars: int
+    max_file_bytes: int = 2 * 1024**3
 
 
 async def accept_upload(
@@ -71,6 +75,8 @@ async def accept_upload(
             "class_not_owned", f"class {event.class_id} does not belong to user {event.user_id}"
         )
 
+    if await directory.is_deleted(user_id=event.user_id, class_id=event.class_id, source_id=event.source_id):
+        raise PermanentError("deleted", f"{event.kind} {event.source_id} (or its class or user) was deleted")
     existing = await directory.find_source(event.kind, event.source_id)
     if event.row_id is not None and existing is None:
         raise PermanentError("unknown_row", f"no {event.kind} row with id {event.row_id}")
@@ -95,6 +101,10 @@ async def accept_upload(
         stored = storage.resolve(event.storage_url)
         if stored.size_bytes == 0:
             raise PermanentError("empty_file", "the uploaded file is empty")
+        if stored.size_bytes > limits.max_file_bytes:
+            raise PermanentError(
+                "too_large", f"the file has {stored.size_bytes} bytes; the limit is {limits.max_file_bytes}"
+            )
 
     next_stage = NEXT_STAGE_OF_KIND[event.kind]
     row = await directory.accept(event, text=text, stored=stored, next_stage=next_stage)

@@ -3,18 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from faststream.kafka import KafkaBroker
 
 from shared.broker import make_broker, publish
 from shared.db import inbox, jobs, owners
 from shared.db.pool import create_pool
-from shared.events.models import CONTENT_TYPE_OF_KIND, MODEL_OF_TOPIC, SourceUploaded
+from shared.events.models import (
+    CONTENT_TYPE_OF_KIND,
+    MODEL_OF_TOPIC,
+    DeadLetter,
+    SourceDeleted,
+    SourceUploaded,
+)
 from shared.events.topics import ALL_TOPICS
 from shared.settings import Settings
 from shared.storage import LocalStorage
@@ -288,3 +296,63 @@ async def search_chunks(
         }
         for h in hits
     ]
+
+
+async def publish_deletion(
+    settings: Settings, *, user_id: uuid.UUID, class_id: uuid.UUID | None, source_id: uuid.UUID | None
+) -> SourceDeleted:
+    """Publish a delete of a source, a class or a user, as the backend does after removing its rows."""
+    event_id = uuid.uuid4()
+    event = SourceDeleted(
+        event_id=event_id,
+        correlation_id=event_id,
+        producer=PRODUCER,
+        user_id=user_id,
+        class_id=class_id,
+        source_id=source_id,
+    )
+    broker = make_broker(settings, service="cli")
+    async with broker:
+        await publish(broker, event)
+    return event
+
+
+async def read_dead_letters(settings: Settings) -> list[DeadLetter]:
+    """Every dead letter on the topic, oldest first (read from the beginning, no consumer group)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partitions = [
+            TopicPartition(DeadLetter.TOPIC, p) for p in consumer.partitions_for_topic(DeadLetter.TOPIC) or ()
+        ]
+        if not partitions:
+            return []
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        ends = await consumer.end_offsets(partitions)
+        letters: list[DeadLetter] = []
+        while [tp for tp in partitions if await consumer.position(tp) < ends[tp]]:
+            batch = await consumer.getmany(timeout_ms=1000)
+            for records in batch.values():
+                for record in records:
+                    try:
+                        letters.append(DeadLetter.model_validate_json(record.value or b""))
+                    except ValueError:
+                        continue  # not ours: the dead-letter topic only ever gets DeadLetter from this code
+        return sorted(letters, key=lambda d: d.occurred_at)
+    finally:
+        await consumer.stop()
+
+
+async def replay_dead_letters(settings: Settings, letters: list[DeadLetter]) -> int:
+    """Publish each letter's original bytes to its original topic with its original key."""
+    broker = make_broker(settings, service="cli")
+    async with broker:
+        for letter in letters:
+            await broker.publish(
+                base64.b64decode(letter.original_value_b64),
+                topic=letter.original_topic,
+                key=(letter.original_key or str(letter.dead_letter_id)).encode(),
+                headers={"replayed_from": str(letter.dead_letter_id)},
+            )
+    return len(letters)

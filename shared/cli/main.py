@@ -20,6 +20,8 @@ app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False)
 dev = typer.Typer(help="The embedded default stack (no Docker, nothing to configure).", no_args_is_help=True)
 topics_cli = typer.Typer(help="Kafka topics.", no_args_is_help=True)
 schemas_cli = typer.Typer(help="The generated contract under schemas/.", no_args_is_help=True)
+dlq = typer.Typer(help="The dead-letter topic: what no worker could handle, and why.", no_args_is_help=True)
+app.add_typer(dlq, name="dlq")
 app.add_typer(dev, name="dev")
 app.add_typer(topics_cli, name="topics")
 app.add_typer(schemas_cli, name="schemas")
@@ -313,6 +315,62 @@ def search(
         )
         excerpt = " ".join(hit["text"].split())
         typer.echo(f"   {excerpt[:160]}{'…' if len(excerpt) > 160 else ''}")
+
+
+@app.command()
+def delete(
+    user: UserOpt = ...,  # type: ignore[assignment]
+    class_: Annotated[
+        uuid.UUID | None, typer.Option("--class", help="Delete this class (or a source in it).")
+    ] = None,
+    source: Annotated[uuid.UUID | None, typer.Option("--source", help="Delete one source.")] = None,
+) -> None:
+    """Publish a delete, as the backend does: every vector of the source, class or user leaves both stores."""
+    from shared.cli.backend import publish_deletion
+
+    if source is not None and class_ is None:
+        raise typer.BadParameter("--source needs its --class")
+    event = asyncio.run(publish_deletion(settings(), user_id=user, class_id=class_, source_id=source))
+    typer.echo(f"published {event.scope} delete {event.event_id}")
+
+
+@dlq.command("list")
+def dlq_list(as_json: JsonOpt = False) -> None:
+    """Every dead letter: where it came from, why it was parked, how often it was tried."""
+    from shared.cli.backend import read_dead_letters
+
+    letters = asyncio.run(read_dead_letters(settings()))
+    if as_json:
+        _emit([letter.model_dump(mode="json", exclude={"original_value_b64"}) for letter in letters])
+        return
+    typer.echo(f"{len(letters)} dead letter(s)")
+    for d in letters:
+        typer.echo(
+            f"{d.dead_letter_id}  {d.occurred_at:%Y-%m-%d %H:%M:%S}  {d.consumer:<13} {d.error_code:<18} "
+            f"{d.original_topic}[{d.original_partition}]@{d.original_offset} attempts {d.attempts}: {d.reason[:120]}"
+        )
+
+
+@dlq.command("replay")
+def dlq_replay(
+    ids: Annotated[
+        list[uuid.UUID] | None, typer.Option("--id", help="Replay only these dead letters.")
+    ] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Replay every dead letter.")] = False,
+) -> None:
+    """Publish dead letters' original messages to their original topics again (after a fix)."""
+    from shared.cli.backend import read_dead_letters, replay_dead_letters
+
+    if not ids and not all_:
+        raise typer.BadParameter("name dead letters with --id, or pass --all")
+    cfg = settings()
+    letters = asyncio.run(read_dead_letters(cfg))
+    chosen = letters if all_ else [d for d in letters if d.dead_letter_id in set(ids or ())]
+    missing = set(ids or ()) - {d.dead_letter_id for d in chosen}
+    if missing:
+        typer.echo(f"no such dead letter: {', '.join(map(str, missing))}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"replayed {asyncio.run(replay_dead_letters(cfg, chosen))} message(s)")
 
 
 def _clock(seconds: float) -> str:

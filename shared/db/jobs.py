@@ -259,6 +259,33 @@ async def complete_job(conn: Executor, *, source_id: uuid.UUID, chunk_count: int
     return result != "UPDATE 0"
 
 
+async def reopen_job(conn: Executor, *, source_id: uuid.UUID) -> bool:
+    """An operator's explicit retry (a dead letter replayed): a failed job and its failed stages work again.
+    The only way status moves back; a deleted source stays deleted."""
+    result: str = await conn.execute(
+        """
+        UPDATE ingest_jobs SET status = 'processing', error_code = NULL, error_message = NULL, finished_at = NULL,
+               updated_at = NOW()
+         WHERE source_id = $1 AND status = 'failed' AND error_code IS DISTINCT FROM 'deleted'
+        """,
+        source_id,
+    )
+    if result == "UPDATE 0":
+        return False
+    await conn.execute(
+        "UPDATE ingest_stages SET status = 'processing', error_code = NULL, error_message = NULL, finished_at = NULL "
+        "WHERE source_id = $1 AND status = 'failed'",
+        source_id,
+    )
+    return True
+
+
+async def job_status(conn: Executor, *, source_id: uuid.UUID) -> str | None:
+    """A job's status, or None if there is no such job."""
+    status: str | None = await conn.fetchval("SELECT status FROM ingest_jobs WHERE source_id = $1", source_id)
+    return status
+
+
 async def get_job(conn: Executor, *, source_id: uuid.UUID) -> JobRow | None:
     """One job with its stages."""
     jobs = await list_jobs(conn, source_id=source_id, limit=1)

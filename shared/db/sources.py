@@ -145,6 +145,17 @@ async def set_status(
     return result != "UPDATE 0"
 
 
+async def reopen_status(conn: asyncpg.Pool | asyncpg.Connection, *, kind: str, source_id: uuid.UUID) -> None:
+    """With an explicit retry, a failed status column goes back to processing."""
+    column = STATUS_COLUMN_OF_KIND[kind]
+    if column is not None:
+        await conn.execute(
+            f"UPDATE {_table(kind)} SET {column} = 'processing', updated_at = NOW() "  # noqa: S608
+            f"WHERE id = $1 AND {column} = 'failed'",
+            source_id,
+        )
+
+
 async def mark_indexed(
     conn: asyncpg.Pool | asyncpg.Connection,
     *,
@@ -167,3 +178,35 @@ async def mark_indexed(
             source_id,
             vector_id,
         )
+
+
+async def set_duration(
+    conn: asyncpg.Pool | asyncpg.Connection, *, source_id: uuid.UUID, seconds: float
+) -> None:
+    """audio_recordings.duration_seconds (whole seconds, rounded up)."""
+    await conn.execute(
+        "UPDATE audio_recordings SET duration_seconds = $2, updated_at = NOW() WHERE id = $1",
+        source_id,
+        int(-(-seconds // 1)),
+    )
+
+
+async def save_text(
+    conn: asyncpg.Pool | asyncpg.Connection, *, kind: str, source_id: uuid.UUID, text: str
+) -> None:
+    """The extracted text of a recording (transcript_text) or a photo (extracted_text)."""
+    column = {"audio": "transcript_text", "photo": "extracted_text"}[kind]
+    await conn.execute(
+        f"UPDATE {_table(kind)} SET {column} = $2, updated_at = NOW() WHERE id = $1",  # noqa: S608
+        source_id,
+        text,
+    )
+
+
+async def set_page_count(
+    conn: asyncpg.Pool | asyncpg.Connection, *, source_id: uuid.UUID, pages: int
+) -> None:
+    """textbook_downloads.page_count."""
+    await conn.execute(
+        "UPDATE textbook_downloads SET page_count = $2, updated_at = NOW() WHERE id = $1", source_id, pages
+    )

@@ -91,6 +91,7 @@ def stack_env(
         "LMGPA_CHROMA_URL": chroma.url,
         "LMGPA_QDRANT_PATH": str(home / "qdrant"),
         "LMGPA_STORAGE_ROOT": str(home / "storage"),
+        "LMGPA_MODEL_CACHE_DIR": str(home / "models"),
         # Tansu answers a consumer group's join after about half the session timeout: keep it short here.
         "LMGPA_SESSION_TIMEOUT_MS": "4000",
     }

@@ -194,6 +194,38 @@ class TextbookUploaded(_MediaUploaded):
     event_type: Literal["TextbookUploaded"] = "TextbookUploaded"
 
 
+class AudioPieceQueued(_SourceEvent):
+    """One span of a recording for any transcription replica: cut at a quiet moment, never mid-word."""
+
+    TOPIC: ClassVar[str] = topics.AUDIO_PIECES
+    event_type: Literal["AudioPieceQueued"] = "AudioPieceQueued"
+
+    storage_url: str = Field(max_length=2048)
+    duration_seconds: float = Field(ge=0, description="Length of the whole recording.")
+    piece_index: int = Field(ge=0)
+    piece_count: int = Field(ge=1)
+    start_seconds: float = Field(ge=0)
+    end_seconds: float = Field(ge=0)
+    channels: list[int] | None = Field(
+        default=None,
+        description="Channels to transcribe one by one (they carry different speakers); None: mix them.",
+    )
+
+
+class TextbookPagesQueued(_SourceEvent):
+    """One range of a book's pages for any chunking replica."""
+
+    TOPIC: ClassVar[str] = topics.TEXTBOOK_PAGES
+    event_type: Literal["TextbookPagesQueued"] = "TextbookPagesQueued"
+
+    storage_url: str = Field(max_length=2048)
+    page_count: int = Field(ge=1, description="Pages in the whole book.")
+    range_index: int = Field(ge=0)
+    range_count: int = Field(ge=1)
+    first_page: int = Field(ge=1, description="1-based, inclusive.")
+    last_page: int = Field(ge=1, description="1-based, inclusive.")
+
+
 class TextSegment(BaseModel):
     """A piece of a source's text with where it came from: a page, a time span, or the whole note."""
 
@@ -249,6 +281,9 @@ class EmbeddedChunk(BaseModel):
     page_end: int | None = Field(default=None, ge=1)
     start_seconds: float | None = Field(default=None, ge=0)
     end_seconds: float | None = Field(default=None, ge=0)
+    confidence: float | None = Field(
+        default=None, ge=0, le=100, description="Lowest OCR/ASR confidence of the text it covers, if known."
+    )
 
 
 class ChunksEmbedded(_SourceEvent):
@@ -297,6 +332,40 @@ class SourceFailed(Envelope):
         return str(self.source_id or self.event_id).encode()
 
 
+class SourceDeleted(Envelope):
+    """The backend deleted a source, a whole class or a whole user; their vectors must go from both stores,
+    including chunks still in flight when this arrives."""
+
+    TOPIC: ClassVar[str] = topics.SOURCE_DELETED
+    event_type: Literal["SourceDeleted"] = "SourceDeleted"
+
+    user_id: uuid.UUID = Field(description="Whose content: always set, so a delete never crosses users.")
+    class_id: uuid.UUID | None = Field(
+        default=None, description="Set for a source or a class; None: the whole user."
+    )
+    source_id: uuid.UUID | None = Field(
+        default=None, description="Set for one source; None: the class or user."
+    )
+    kind: SourceKind | None = Field(
+        default=None, description="The source's kind, when one source is deleted."
+    )
+
+    @model_validator(mode="after")
+    def _scope(self) -> SourceDeleted:
+        if self.source_id is not None and self.class_id is None:
+            raise ValueError("deleting a source needs its class_id too")
+        return self
+
+    @property
+    def scope(self) -> Literal["source", "class", "user"]:
+        """What is deleted."""
+        return "source" if self.source_id else "class" if self.class_id else "user"
+
+    def key(self) -> bytes:
+        """The Kafka key: the most specific id deleted."""
+        return str(self.source_id or self.class_id or self.user_id).encode()
+
+
 class DeadLetter(BaseModel):
     """A message no consumer could handle, kept with its original bytes, for inspection and replay."""
 
@@ -322,10 +391,13 @@ EVENT_MODELS: tuple[type[Envelope], ...] = (
     AudioUploaded,
     PhotoUploaded,
     TextbookUploaded,
+    AudioPieceQueued,
+    TextbookPagesQueued,
     TextExtracted,
     ChunksEmbedded,
     SourceIndexed,
     SourceFailed,
+    SourceDeleted,
 )
 """Every enveloped event; each is the only event type of its topic."""
 

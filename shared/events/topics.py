@@ -9,11 +9,17 @@ SOURCE_UPLOADED: Final = "lmgpa.source.uploaded.v1"
 AUDIO_UPLOADED: Final = "lmgpa.audio.uploaded.v1"
 PHOTO_UPLOADED: Final = "lmgpa.photo.uploaded.v1"
 TEXTBOOK_UPLOADED: Final = "lmgpa.textbook.uploaded.v1"
+AUDIO_PIECES: Final = "lmgpa.audio.pieces.v1"
+"""One span of a recording to transcribe: long lectures are shared out in pieces."""
+TEXTBOOK_PAGES: Final = "lmgpa.textbook.pages.v1"
+"""One range of a book's pages to extract: large books are shared out in page ranges."""
 TEXT_EXTRACTED: Final = "lmgpa.text.extracted.v1"
 """Text of a source (notes straight from upload; transcripts, OCR and PDF text from the media workers)."""
 CHUNKS_EMBEDDED: Final = "lmgpa.chunks.embedded.v1"
 SOURCE_INDEXED: Final = "lmgpa.source.indexed.v1"
 SOURCE_FAILED: Final = "lmgpa.source.failed.v1"
+SOURCE_DELETED: Final = "lmgpa.source.deleted.v1"
+"""The backend deleted a source, a class or a user: every vector of it must go."""
 DEAD_LETTER: Final = "lmgpa.deadletter.v1"
 """Messages no handler could decode or finish, with the original bytes and the reason."""
 
@@ -22,20 +28,23 @@ ALL_TOPICS: Final[tuple[str, ...]] = (
     AUDIO_UPLOADED,
     PHOTO_UPLOADED,
     TEXTBOOK_UPLOADED,
+    AUDIO_PIECES,
+    TEXTBOOK_PAGES,
     TEXT_EXTRACTED,
     CHUNKS_EMBEDDED,
     SOURCE_INDEXED,
     SOURCE_FAILED,
+    SOURCE_DELETED,
     DEAD_LETTER,
 )
 
 SERVICE_INPUTS: Final[dict[str, tuple[str, ...]]] = {
     "upload": (SOURCE_UPLOADED,),
-    "transcription": (AUDIO_UPLOADED,),
+    "transcription": (AUDIO_UPLOADED, AUDIO_PIECES),
     "ocr": (PHOTO_UPLOADED,),
-    "chunking": (TEXTBOOK_UPLOADED,),
+    "chunking": (TEXTBOOK_UPLOADED, TEXTBOOK_PAGES),
     "embedding": (TEXT_EXTRACTED,),
-    "indexing": (CHUNKS_EMBEDDED,),
+    "indexing": (CHUNKS_EMBEDDED, SOURCE_DELETED),
 }
 """Which topics each worker consumes; every worker may also publish to SOURCE_FAILED and DEAD_LETTER."""
 
@@ -46,10 +55,13 @@ PRODUCERS: Final[dict[str, tuple[str, ...]]] = {
     AUDIO_UPLOADED: ("upload",),
     PHOTO_UPLOADED: ("upload",),
     TEXTBOOK_UPLOADED: ("upload",),
+    AUDIO_PIECES: ("transcription",),
+    TEXTBOOK_PAGES: ("chunking",),
     TEXT_EXTRACTED: ("upload", "transcription", "ocr", "chunking"),
     CHUNKS_EMBEDDED: ("embedding",),
     SOURCE_INDEXED: ("indexing",),
     SOURCE_FAILED: SERVICES,
+    SOURCE_DELETED: ("backend",),
     DEAD_LETTER: SERVICES,
 }
 """Who publishes to each topic (notes go from upload straight to TEXT_EXTRACTED: nothing to extract)."""

@@ -102,6 +102,43 @@ class ChromaStore:
                 )
         return sorted(hits, key=lambda h: h.score, reverse=True)[:limit]
 
+    async def delete(
+        self,
+        *,
+        user_id: uuid.UUID | str,
+        class_id: uuid.UUID | str | None = None,
+        source_id: uuid.UUID | str | None = None,
+    ) -> int:
+        """Delete every document of a source, a class or a user (always within one user); returns how many went."""
+        prefix = f"{user_id}_" if class_id is None else f"{user_id}_{class_id}_"
+        removed = 0
+        try:
+            for info in await self.client.list_collections():
+                if not info.name.startswith(prefix):
+                    continue
+                collection = await self.client.get_collection(info.name)
+                if source_id is None:
+                    removed += await collection.count()
+                    await self.client.delete_collection(info.name)
+                    continue
+                found = await collection.get(where={"source_id": str(source_id)}, include=[])
+                if found["ids"]:
+                    await collection.delete(ids=found["ids"])
+                    removed += len(found["ids"])
+        except (httpx.TransportError, ConnectionError) as error:
+            raise TransientError("chroma_unavailable", str(error)[:300]) from error
+        return removed
+
+    async def delete_records(self, records: Sequence[VectorRecord]) -> None:
+        """Delete exactly these documents."""
+        by_collection: dict[str, list[str]] = defaultdict(list)
+        for record in records:
+            by_collection[record.chroma_collection].append(record.document_id)
+        existing = {c.name for c in await self.client.list_collections()}
+        for name, ids in by_collection.items():
+            if name in existing:
+                await (await self.client.get_collection(name)).delete(ids=ids)
+
     async def documents_of_source(self, *, collection: str, source_id: uuid.UUID | str) -> dict[str, Any]:
         """Every document of one source in a collection (ids, metadatas, documents, embeddings)."""
         existing = {c.name for c in await self.client.list_collections()}

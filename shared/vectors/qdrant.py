@@ -140,6 +140,34 @@ class QdrantStore:
             if offset is None:
                 return records
 
+    async def delete(
+        self,
+        *,
+        user_id: uuid.UUID | str,
+        class_id: uuid.UUID | str | None = None,
+        source_id: uuid.UUID | str | None = None,
+    ) -> int:
+        """Delete every point of a source, a class or a user (always within one user); returns how many went."""
+        flt = _filter(user_id=user_id, class_id=class_id, source_id=source_id)
+        try:
+            found = (await self.client.count(self.collection, count_filter=flt, exact=True)).count
+            if found:
+                await self.client.delete(
+                    self.collection, points_selector=models.FilterSelector(filter=flt), wait=True
+                )
+            return found
+        except (ResponseHandlingException, UnexpectedResponse) as error:
+            raise TransientError("qdrant_unavailable", str(error)[:300]) from error
+
+    async def delete_records(self, records: Sequence[VectorRecord]) -> None:
+        """Delete exactly these points (chunks that turned out to belong to a deleted source)."""
+        if records:
+            await self.client.delete(
+                self.collection,
+                points_selector=models.PointIdsList(points=[r.point_id for r in records]),
+                wait=True,
+            )
+
     async def count(self, *, user_id: uuid.UUID | str | None = None) -> int:
         """Points in the collection (of one user if given)."""
         flt = _filter(user_id=user_id) if user_id is not None else None

@@ -8,6 +8,8 @@ from typing import Any
 
 from shared.events.models import EmbeddedChunk, SourceRef, decode_vector
 
+LOW_CONFIDENCE = 60.0
+"""Below this (0-100), a chunk's text is flagged: OCR or speech recognition was unsure of some of it."""
 POINT_NAMESPACE = uuid.UUID("0b9f7a1e-3f58-4a6f-8d8e-2f4a9c1d7e55")
 
 
@@ -54,6 +56,8 @@ def to_record(source: SourceRef, chunk: EmbeddedChunk, *, model: str) -> VectorR
         "page_end": chunk.page_end,
         "start_seconds": chunk.start_seconds,
         "end_seconds": chunk.end_seconds,
+        "confidence": chunk.confidence,
+        "low_confidence": None if chunk.confidence is None else chunk.confidence < LOW_CONFIDENCE,
     }
     return VectorRecord(
         point_id=point_id(source.source_id, chunk.chunk_index),

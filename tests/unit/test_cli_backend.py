@@ -172,6 +172,9 @@ class _Directory:
     async def find_source(self, kind: str, source_id: uuid.UUID) -> SourceRow | None:
         return None
 
+    async def is_deleted(self, *, user_id: uuid.UUID, class_id: uuid.UUID, source_id: uuid.UUID) -> bool:
+        return False
+
     async def accept(
         self, event: SourceUploaded, *, text: str | None, stored: StoredFile | None, next_stage: str
     ) -> SourceRow:

@@ -54,7 +54,9 @@ def test_readme_documents_every_setting() -> None:
     from shared.settings import Settings
 
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    missing = [f"LMGPA_{name.upper()}" for name in Settings.model_fields if f"LMGPA_{name.upper()}" not in readme]
+    missing = [
+        f"LMGPA_{name.upper()}" for name in Settings.model_fields if f"LMGPA_{name.upper()}" not in readme
+    ]
     assert missing == []
     head = "\n".join(readme.splitlines()[:20])
     assert "make demo" in head and "make test" in head

@@ -15,15 +15,18 @@ from pydantic import ValidationError
 from shared.events.models import (
     EVENT_MODELS,
     UPLOAD_NAMESPACE,
+    AudioPieceQueued,
     AudioUploaded,
     ChunksEmbedded,
     EmbeddedChunk,
     Envelope,
     PhotoUploaded,
+    SourceDeleted,
     SourceFailed,
     SourceIndexed,
     SourceRef,
     SourceUploaded,
+    TextbookPagesQueued,
     TextbookUploaded,
     TextExtracted,
     TextSegment,
@@ -149,7 +152,31 @@ def one_of_each() -> list[Envelope]:
         error_code="too_large",
         reason="part 0 has 100000 chunks",
     )
-    return [up, audio, photo, book, text, embedded, indexed, failed]
+    piece = AudioPieceQueued(
+        **audio.follow("AudioPieceQueued/1", producer="transcription"),
+        source=REF,
+        storage_url=media["storage_url"],
+        duration_seconds=3012.4,
+        piece_index=1,
+        piece_count=5,
+        start_seconds=598.7,
+        end_seconds=1203.1,
+        channels=[0, 1],
+    )
+    pages = TextbookPagesQueued(
+        **book.follow("TextbookPagesQueued/3", producer="chunking"),
+        source=book_ref,
+        storage_url=f"file:///srv/lmgpa/storage/{USER}/campbell-ch9.pdf",
+        page_count=412,
+        range_index=3,
+        range_count=17,
+        first_page=76,
+        last_page=100,
+    )
+    deleted = SourceDeleted(
+        correlation_id=JOB, producer="backend", user_id=USER, class_id=CLASS, source_id=ROW_ID, kind="audio"
+    )
+    return [up, audio, photo, book, piece, pages, text, embedded, indexed, failed, deleted]
 
 
 def test_one_of_each_covers_every_event_model() -> None:
@@ -275,6 +302,8 @@ def test_follow_keeps_the_correlation_along_a_chain() -> None:
     assert {e.correlation_id for e in events} == {JOB}
     by_id = {e.event_id: e for e in events}
     for e in events[1:]:
+        if e.producer == "backend":
+            continue  # the backend's own events (a delete) start a chain of their own
         assert e.causation_id in by_id
 
 

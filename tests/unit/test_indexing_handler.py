@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from services.indexing.handlers import index_chunks
+from services.indexing.handlers import delete_vectors, index_chunks
 from shared.errors import PermanentError
 from shared.events.models import (
     ChunksEmbedded,
@@ -110,6 +110,26 @@ class RecordingStore:
         for r in records:
             self.records[r.point_id] = r
 
+    async def delete_records(self, records: Sequence[VectorRecord]) -> None:
+        self.log.append(("delete_records", self.name))
+        for r in records:
+            self.records.pop(r.point_id, None)
+
+    async def delete(
+        self, *, user_id: uuid.UUID, class_id: uuid.UUID | None = None, source_id: uuid.UUID | None = None
+    ) -> int:
+        self.log.append(("delete", self.name))
+        doomed = [
+            k
+            for k, r in self.records.items()
+            if r.metadata["user_id"] == str(user_id)
+            and (class_id is None or r.metadata["class_id"] == str(class_id))
+            and (source_id is None or r.metadata["source_id"] == str(source_id))
+        ]
+        for k in doomed:
+            del self.records[k]
+        return len(doomed)
+
 
 @dataclass
 class MemoryLedger:
@@ -131,6 +151,26 @@ class MemoryLedger:
         }
         done = len(batch_counts) == event.part_count and expected <= got.keys()
         return indexed, indexed if done else None
+
+    tombstones: set[uuid.UUID] = field(default_factory=set)
+    tombstone_after_checks: int | None = None
+    """Simulates a delete landing mid-write: the tombstone appears after this many checks."""
+    checks: int = 0
+    pending_tombstone: set[uuid.UUID] = field(default_factory=set)
+
+    async def deleted(self, sources: Sequence[SourceRef]) -> set[uuid.UUID]:
+        self.log.append(("deleted?", len(sources)))
+        self.checks += 1
+        if self.tombstone_after_checks is not None and self.checks > self.tombstone_after_checks:
+            self.tombstones |= self.pending_tombstone
+        return {s.source_id for s in sources} & self.tombstones
+
+    async def begin_deletion(self, event: Any) -> None:
+        self.log.append(("tombstone", event.source_id))
+        self.tombstones.add(event.source_id)
+
+    async def end_deletion(self, event: Any, *, removed: int) -> None:
+        self.log.append(("deletion_done", removed))
 
     async def complete(self, source: SourceRef, *, chunk_count: int) -> bool:
         self.log.append(("complete", source.source_id))
@@ -207,6 +247,7 @@ async def test_every_store_is_written_before_the_ledger_counts_the_batch() -> No
 
     await h.run(events)
 
+    h.log[:] = [entry for entry in h.log if entry[0] != "deleted?"]  # tombstone checks are tested apart
     kinds = [entry[0] for entry in h.log]
     first_ledger = kinds.index("record_batch")
     assert h.log[:first_ledger] == [("upsert", "qdrant"), ("upsert", "chroma")]
@@ -386,3 +427,75 @@ async def test_zero_chunks_in_total_is_a_permanent_no_text_error_for_that_event(
     assert h.ledger.completed == [(note.source_id, 2)]
     (done,) = [e for e in results[1][1] if isinstance(e, SourceIndexed)]
     assert done.source == note
+
+
+async def test_chunks_of_a_deleted_source_are_not_written() -> None:
+    src = source("note", "Deleted before indexing")
+    log: list[tuple[str, Any]] = []
+    store = RecordingStore("qdrant", log)
+    ledger = MemoryLedger(log, tombstones={src.source_id})
+    results = await index_chunks(
+        [batch(src, chunks=3)],
+        stores=[store],
+        ledger=ledger,
+        tracker=RecordingTracker(),
+        qdrant_collection="c",
+    )
+    assert store.records == {}
+    assert isinstance(results[0][1], PermanentError) and results[0][1].code == "deleted"
+    assert not [entry for entry in log if entry[0] == "record_batch"]
+
+
+async def test_a_delete_landing_mid_write_takes_the_written_chunks_back() -> None:
+    src = source("note", "Deleted during indexing")
+    log: list[tuple[str, Any]] = []
+    stores = [RecordingStore("qdrant", log), RecordingStore("chroma", log)]
+    ledger = MemoryLedger(log, tombstone_after_checks=1, pending_tombstone={src.source_id})
+    results = await index_chunks(
+        [batch(src, chunks=4)],
+        stores=stores,
+        ledger=ledger,
+        tracker=RecordingTracker(),
+        qdrant_collection="c",
+    )
+    assert all(s.records == {} for s in stores), "no zombie vectors"
+    assert [e[0] for e in log] == [
+        "deleted?",
+        "upsert",
+        "upsert",
+        "deleted?",
+        "delete_records",
+        "delete_records",
+    ]
+    assert isinstance(results[0][1], PermanentError) and results[0][1].code == "deleted"
+    assert ledger.completed == []
+
+
+async def test_a_delete_writes_its_tombstone_before_touching_any_store() -> None:
+    from shared.events.models import SourceDeleted
+
+    src = source("note", "To delete")
+    log: list[tuple[str, Any]] = []
+    stores = [RecordingStore("qdrant", log), RecordingStore("chroma", log)]
+    ledger = MemoryLedger(log)
+    await index_chunks(
+        [batch(src, chunks=2)],
+        stores=stores,
+        ledger=ledger,
+        tracker=RecordingTracker(),
+        qdrant_collection="c",
+    )
+    log.clear()
+    event_id = uuid.uuid4()
+    deletion = SourceDeleted(
+        event_id=event_id,
+        correlation_id=event_id,
+        producer="backend",
+        user_id=src.user_id,
+        class_id=src.class_id,
+        source_id=src.source_id,
+        kind="note",
+    )
+    assert await delete_vectors(deletion, stores=stores, ledger=ledger) == []
+    assert [e[0] for e in log] == ["tombstone", "delete", "delete", "deletion_done"]
+    assert log[-1] == ("deletion_done", 4) and all(s.records == {} for s in stores)

@@ -50,12 +50,16 @@ class FakeDirectory:
     )
     rows: dict[tuple[str, uuid.UUID], SourceRow] = field(default_factory=dict)
     accepted: list[dict[str, Any]] = field(default_factory=list)
+    deleted: set[uuid.UUID] = field(default_factory=set)
 
     async def class_owner(self, class_id: uuid.UUID) -> uuid.UUID | None:
         return self.owners.get(class_id)
 
     async def find_source(self, kind: str, source_id: uuid.UUID) -> SourceRow | None:
         return self.rows.get((kind, source_id))
+
+    async def is_deleted(self, *, user_id: uuid.UUID, class_id: uuid.UUID, source_id: uuid.UUID) -> bool:
+        return bool({user_id, class_id, source_id} & self.deleted)
 
     async def accept(
         self, event: SourceUploaded, *, text: str | None, stored: StoredFile | None, next_stage: str
@@ -372,3 +376,16 @@ async def test_media_for_class_of_another_user_is_refused_before_touching_storag
     assert refused.value.code == "class_not_owned"
     assert storage.resolved == []
     assert directory.accepted == []
+
+
+async def test_an_upload_of_a_deleted_source_class_or_user_is_refused() -> None:
+    for gone in ("source", "class", "user"):
+        directory, storage = FakeDirectory(), FakeStorage()
+        event = note_upload()
+        directory.owners[event.class_id] = event.user_id
+        directory.deleted = {
+            {"source": event.source_id, "class": event.class_id, "user": event.user_id}[gone]
+        }
+        with pytest.raises(PermanentError) as failure:
+            await accept_upload(event, directory=directory, storage=storage, limits=LIMITS)
+        assert failure.value.code == "deleted" and not directory.accepted
