@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -41,7 +40,7 @@ async def record_piece(
         await conn.execute(
             """
             INSERT INTO ingest_pieces (source_id, stage, piece_index, piece_count, units, result)
-            VALUES ($1, $2, $3, $4, $5, $6::jsonb)
+            VALUES ($1, $2, $3, $4, $5, $6)
             ON CONFLICT (source_id, stage, piece_index) DO NOTHING
             """,
             source_id,
@@ -49,7 +48,7 @@ async def record_piece(
             piece_index,
             piece_count,
             units,
-            json.dumps(result),
+            result,  # the pool's JSONB codec encodes it
         )
         row = await conn.fetchrow(
             "SELECT count(*) AS n, COALESCE(sum(units), 0) AS units FROM ingest_pieces "

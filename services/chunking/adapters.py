@@ -1,0 +1,76 @@
+"""Chunking's side effects: pypdf with the OCR fallback (off the event loop), and the textbook row."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import asyncpg
+from shared.media.pdf import extract_pages, inspect_pdf
+
+from services.chunking.handlers import BookInfo, RangeProgress
+from shared.db import pieces, sources
+from shared.events.models import SourceRef, TextbookPagesQueued, TextSegment
+from shared.events.parts import clean_text
+from shared.storage import LocalStorage
+
+SERVICE = "chunking"
+
+
+class PdfBooks:
+    """Books from storage, read page by page."""
+
+    def __init__(self, storage: LocalStorage, *, max_pages: int) -> None:
+        self.storage = storage
+        self.max_pages = max_pages
+
+    async def inspect(self, url: str) -> BookInfo:
+        """Open the book and count its pages."""
+        path = self.storage.resolve(url).path
+        info = await asyncio.to_thread(inspect_pdf, path)
+        return BookInfo(page_count=info.page_count)
+
+    def _extract(self, url: str, first_page: int, last_page: int) -> list[TextSegment]:
+        pages = extract_pages(self.storage.resolve(url).path, first_page, last_page)
+        return [
+            TextSegment(
+                text=clean_text(p.text),
+                page=p.page,
+                confidence=None if p.confidence is None else round(p.confidence, 2),
+            )
+            for p in pages
+            if p.text.strip()
+        ]
+
+    async def extract(self, url: str, *, first_page: int, last_page: int) -> list[TextSegment]:
+        """Pages with text, scanned ones through OCR, in a thread (heartbeats go on)."""
+        return await asyncio.to_thread(self._extract, url, first_page, last_page)
+
+
+class PostgresBookRows:
+    """textbook_downloads and ingest_pieces, through shared.db."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    async def started(self, source: SourceRef, *, page_count: int) -> None:
+        """page_count set, embedding_status processing."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            await sources.set_page_count(conn, source_id=source.source_id, pages=page_count)
+            await sources.set_status(conn, kind="textbook", source_id=source.source_id, status="processing")
+
+    async def range_done(self, event: TextbookPagesQueued, pages: Sequence[TextSegment]) -> RangeProgress:
+        """Keep a finished range (which pages had text, how sure OCR was)."""
+        progress = await pieces.record_piece(
+            self.pool,
+            source_id=event.source.source_id,
+            stage=SERVICE,
+            piece_index=event.range_index,
+            piece_count=event.range_count,
+            units=event.last_page - event.first_page + 1,
+            result={
+                "pages_with_text": [p.page for p in pages],
+                "ocr_pages": [p.page for p in pages if p.confidence is not None],
+            },
+        )
+        return RangeProgress(pages_done=progress.units_done, completed_now=progress.completed_now)

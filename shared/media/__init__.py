@@ -1,0 +1,1 @@
+"""Reading media: audio, images, PDFs, speech and OCR engines."""
