@@ -1,8 +1,9 @@
 """Deterministic test PDFs (text, scanned, mixed, encrypted, large, damaged), each with its per-page reference text.
 
-Every generator writes the PDF at ``path`` and returns one reference string per page: the page's text in
+Each make_*_pdf writes the file at ``path``; those with readable pages return one reference per page: its text in
 reading order (running header, headings, paragraphs unhyphenated, page number), blocks separated by blank
-lines.  Compare after collapsing whitespace.  Output is byte-for-byte reproducible (reportlab ``invariant``).
+lines.  Compare after collapsing whitespace.  Files are byte-for-byte reproducible (reportlab's
+``invariant`` mode, seeded noise), except the encrypted one, whose file ID pypdf draws at random.
 """
 
 from __future__ import annotations

@@ -200,8 +200,15 @@ def jpeg_artefacts(image: Image.Image, quality: int) -> Image.Image:
         return decoded.convert(image.mode)
 
 
-def _page(subject: str, seed: int, **kwargs: object) -> Image.Image:
-    return on_desk(render_page(NOTES[subject], seed=seed, **kwargs))  # type: ignore[arg-type]
+def _page(
+    subject: str,
+    seed: int,
+    *,
+    font_file: str = FONTS[0],
+    ink: tuple[int, int, int] = INKS[0],
+    ruled: bool = False,
+) -> Image.Image:
+    return on_desk(render_page(NOTES[subject], font_file=font_file, ink=ink, ruled=ruled, seed=seed))
 
 
 Recipe = Callable[[], Image.Image]

@@ -430,8 +430,10 @@ def test_dockerfile_runtime_settings(dockerfile: str) -> None:
     assert re.search(r"HF_HUB_OFFLINE=1", dockerfile)
     assert "OMP_THREAD_LIMIT" in dockerfile
     assert re.search(r"^ENV\b[^\n]*(?:\\\n[^\n]*)*PIPELINE_SERVICE=\$\{SERVICE\}", dockerfile, re.M)
-    for package in ("ffmpeg", "tesseract-ocr", "tesseract-ocr-eng"):
+    for package in ("tesseract-ocr", "tesseract-ocr-eng"):
         assert re.search(rf"\b{re.escape(package)}\b", dockerfile), f"{package} not installed"
+    # Tesseract reads photos (ocr) and scanned pages (chunking); audio is decoded by PyAV's own FFmpeg.
+    assert re.search(r"ocr\|chunking\)\s*pkgs=\"tesseract-ocr tesseract-ocr-eng\"", dockerfile)
     baked = set(re.findall(r"\b(LMGPA_[A-Z0-9_]+)=", dockerfile))
     assert baked <= SETTING_ENV_NAMES, f"Dockerfile ENV names no setting: {sorted(baked - SETTING_ENV_NAMES)}"
 
@@ -449,6 +451,7 @@ def test_dockerfile_ships_the_migrations(dockerfile: str) -> None:
 
 def test_entrypoint_script_behaviour(entrypoint_script: Path) -> None:
     assert run_entrypoint(entrypoint_script, [], "ocr") == "lmgpa worker ocr OMP_THREAD_LIMIT=1"
+    assert run_entrypoint(entrypoint_script, [], "chunking") == "lmgpa worker chunking OMP_THREAD_LIMIT=1"
     assert (
         run_entrypoint(entrypoint_script, [], "embedding") == "lmgpa worker embedding OMP_THREAD_LIMIT=unset"
     )

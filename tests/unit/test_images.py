@@ -63,7 +63,9 @@ def test_every_format_loads_as_rgb_with_the_same_pixels(
 
 @pytest.mark.parametrize("suffix", SUFFIXES)
 @pytest.mark.parametrize("orientation", [3, 6, 8])
-def test_exif_orientation_is_applied(suffix: str, orientation: int, note: Image.Image, tmp_path: Path) -> None:
+def test_exif_orientation_is_applied(
+    suffix: str, orientation: int, note: Image.Image, tmp_path: Path
+) -> None:
     path = photos.save_with_orientation(note, tmp_path / f"tagged.{suffix}", orientation)
     loaded = load_image(path)
     assert loaded.size == note.size
@@ -147,7 +149,9 @@ def test_real_truncated_png_is_corrupt() -> None:
 
 @pytest.mark.parametrize("suffix", SUFFIXES)
 @pytest.mark.parametrize("keep", [0.5, 0.05])
-def test_truncated_files_are_corrupt(suffix: str, keep: float, saved: dict[str, Path], tmp_path: Path) -> None:
+def test_truncated_files_are_corrupt(
+    suffix: str, keep: float, saved: dict[str, Path], tmp_path: Path
+) -> None:
     truncated = photos.make_truncated(saved[suffix], tmp_path / f"cut.{suffix}", keep=keep)
     assert _code(truncated) == "corrupt_image"
 
