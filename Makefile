@@ -50,6 +50,9 @@ schemas: $(STAMP) ## Regenerate schemas/ (JSON Schema per event, AsyncAPI) from 
 
 bench: $(STAMP) ## Benchmarks that print figures
 	$(PY) -m shared.bench.chunking
+	$(PY) -m shared.bench.transcription
+	$(PY) -m shared.bench.ocr
+	$(PY) -m shared.bench.pdf
 
 clean: down ## Remove the stack's data and the virtualenv
 	rm -rf .lmgpa $(VENV)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Debian packages the pipeline's media workers and tests need; installs only what is missing.
 set -euo pipefail
-packages=(ffmpeg espeak-ng sox tesseract-ocr tesseract-ocr-eng)
+packages=(ffmpeg espeak-ng sox tesseract-ocr tesseract-ocr-eng jbig2dec)
 missing=()
 for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 [ ${#missing[@]} -eq 0 ] && exit 0

@@ -103,6 +103,10 @@ class Settings(BaseSettings):
     max_pdf_pages: int = Field(default=5000, gt=0, description="Largest book accepted.")
     max_file_bytes: int = Field(default=2 * 1024**3, gt=0, description="Largest upload accepted, any kind.")
 
+    stall_seconds: float = Field(
+        default=300.0, gt=0, description="A stage working with no heartbeat for this long is reported as stalled."
+    )
+
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: str = "INFO"
     http_host: str = "127.0.0.1"

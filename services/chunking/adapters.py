@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from functools import partial
 from collections.abc import Sequence
 
 import asyncpg
@@ -27,7 +28,7 @@ class PdfBooks:
     async def inspect(self, url: str) -> BookInfo:
         """Open the book and count its pages."""
         path = self.storage.resolve(url).path
-        info = await asyncio.to_thread(inspect_pdf, path)
+        info = await asyncio.to_thread(partial(inspect_pdf, path, max_pages=self.max_pages))
         return BookInfo(page_count=info.page_count)
 
     def _extract(self, url: str, first_page: int, last_page: int) -> list[TextSegment]:

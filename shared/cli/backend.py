@@ -7,6 +7,7 @@ import base64
 import json
 import time
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -157,7 +158,21 @@ async def publish_raw(settings: Settings, messages: list[tuple[str, bytes, bytes
             await broker.publish(value, topic=topic, key=key, headers={"content-type": "application/json"})
 
 
-def _job_dict(job: jobs.JobRow) -> dict[str, Any]:
+def stage_state(stage: jobs.StageRow, *, now: datetime, stall_seconds: float) -> str:
+    """What an operator needs to know of a stage: waiting, working, stalled, done or failed."""
+    if stage.status == "completed":
+        return "done"
+    if stage.status == "failed":
+        return "failed"
+    if stage.status == "pending":
+        return "waiting"
+    beat = stage.heartbeat_at or stage.started_at or stage.enqueued_at
+    return "stalled" if (now - beat).total_seconds() > stall_seconds else "working"
+
+
+def _job_dict(job: jobs.JobRow, *, stall_seconds: float = 300.0) -> dict[str, Any]:
+    now = datetime.now(UTC)
+    states = [stage_state(s, now=now, stall_seconds=stall_seconds) for s in job.stages]
     return {
         "source_id": str(job.source_id),
         "kind": job.kind,
@@ -166,6 +181,7 @@ def _job_dict(job: jobs.JobRow) -> dict[str, Any]:
         "class_id": str(job.class_id),
         "title": job.title,
         "status": job.status,
+        "state": "stalled" if "stalled" in states else job.status,
         "stage": job.stage,
         "attempts": job.attempts,
         "chunk_count": job.chunk_count,
@@ -176,6 +192,7 @@ def _job_dict(job: jobs.JobRow) -> dict[str, Any]:
             {
                 "stage": s.stage,
                 "status": s.status,
+                "state": state,
                 "attempts": s.attempts,
                 "units_done": s.units_done,
                 "units_total": s.units_total,
@@ -187,7 +204,7 @@ def _job_dict(job: jobs.JobRow) -> dict[str, Any]:
                 "error_code": s.error_code,
                 "error_message": s.error_message,
             }
-            for s in job.stages
+            for s, state in zip(job.stages, states, strict=True)
         ],
     }
 
@@ -203,7 +220,7 @@ async def fetch_status(
     finally:
         await pool.close()
     return {
-        "sources": [_job_dict(j) for j in found],
+        "sources": [_job_dict(j, stall_seconds=settings.stall_seconds) for j in found],
         "rejections": [
             {
                 "consumer": r.consumer,
@@ -226,7 +243,7 @@ def render_status(report: dict[str, Any]) -> str:
         chunks = "" if s["chunk_count"] is None else str(s["chunk_count"])
         tail = f"{s['error_code']}: {s['error_message']}" if s["error_code"] else (s["title"] or "")
         lines.append(
-            f"{s['source_id']:<36}  {s['kind']:<8} {s['status']:<10} {s['stage']:<13} {chunks:>6}  {tail[:240]}"
+            f"{s['source_id']:<36}  {s['kind']:<8} {s.get('state', s['status']):<10} {s['stage']:<13} {chunks:>6}  {tail[:240]}"
         )
         for st in s["stages"]:
             progress = (
@@ -235,7 +252,7 @@ def render_status(report: dict[str, Any]) -> str:
                 else ""
             )
             lines.append(
-                f"{'':<38}- {st['stage']:<13} {st['status']:<10} attempts {st['attempts']}  {progress}"
+                f"{'':<38}- {st['stage']:<13} {st.get('state', st['status']):<10} attempts {st['attempts']}  {progress}"
             )
     if report["rejections"]:
         lines.append("")

@@ -124,9 +124,12 @@ def schemas_check() -> None:
 @dev.command("up")
 def dev_up(
     services: Annotated[list[str] | None, typer.Option("--service", help="Start only these workers.")] = None,
+    replicas: Annotated[
+        int, typer.Option(help="Processes per worker (indexing: always 1 with local Qdrant).")
+    ] = 1,
 ) -> None:
     """Start PostgreSQL, the broker, Chroma, local Qdrant and the workers; prints how to reach them."""
-    state = stack.up(services=tuple(services or stack.DEFAULT_WORKERS))
+    state = stack.up(services=tuple(services or stack.DEFAULT_WORKERS), replicas=replicas)
     typer.echo(f"stack up in {state.home}")
     for w in state.workers:
         typer.echo(f"  worker {w.service}-{w.replica}: pid {w.pid}, log {w.log_path}")

@@ -16,10 +16,14 @@ STUDENTS = {
     "ada": ("Calculus I", "ada-"),
     "ben": ("Biology", "ben-"),
 }
-QUESTIONS = {
-    "ada": "what is the slope of the tangent line?",
-    "ben": "how do plants release oxygen?",
-}
+QUESTIONS = [
+    ("ada", "what is the slope of the tangent line?", None),
+    ("ada", "how do I differentiate sine of x squared?", "transcripts"),
+    ("ada", "what does the second derivative tell us?", "photos"),
+    ("ben", "how do plants release oxygen?", None),
+    ("ben", "what does helicase do to the double helix?", "textbooks"),
+]
+KIND_OF_SUFFIX = {".m4a": "audio", ".jpg": "photo", ".pdf": "textbook"}
 
 
 def _ids(student: str) -> tuple[uuid.UUID, uuid.UUID]:
@@ -27,7 +31,9 @@ def _ids(student: str) -> tuple[uuid.UUID, uuid.UUID]:
 
 
 async def _ingest_all(settings: Settings) -> list[dict[str, object]]:
-    notes = resources.files("shared.samples").joinpath("notes")
+    samples = resources.files("shared.samples")
+    notes = samples.joinpath("notes")
+    media = samples.joinpath("media")
     results = []
     for student, (class_name, prefix) in STUDENTS.items():
         user_id, class_id = _ids(student)
@@ -50,6 +56,24 @@ async def _ingest_all(settings: Settings) -> list[dict[str, object]]:
                     class_name=class_name,
                 )
             )
+        for item in sorted((m for m in media.iterdir() if m.name.startswith(prefix)), key=lambda m: m.name):
+            with resources.as_file(item) as path:
+                results.append(
+                    await ingest_source(
+                        settings,
+                        path=path,
+                        note=None,
+                        kind=KIND_OF_SUFFIX[path.suffix],
+                        user_id=user_id,
+                        class_id=class_id,
+                        title=path.stem.removeprefix(prefix).replace("-", " ").capitalize(),
+                        create_owner=True,
+                        wait=True,
+                        wait_seconds=600,
+                        event_id=uuid.uuid5(DEMO, f"media/{item.name}"),
+                        class_name=class_name,
+                    )
+                )
     return results
 
 
@@ -66,23 +90,30 @@ def run_demo() -> int:
     )
     report = asyncio.run(fetch_status(settings, source_id=None, user_id=None, limit=len(results)))
     print(render_status(report))
-    for student, question in QUESTIONS.items():
+    for student, question, content_type in QUESTIONS:
         user_id, class_id = _ids(student)
-        print(f"\n$ lmgpa search --user {user_id} --class {class_id} {question!r}   # {student}")
+        only = f" --type {content_type}" if content_type else ""
+        print(f"\n$ lmgpa search --user {user_id} --class {class_id}{only} {question!r}   # {student}")
         hits = asyncio.run(
             search_chunks(
                 settings,
                 question,
                 user_id=user_id,
                 class_id=class_id,
-                content_type=None,
+                content_type=content_type,
                 limit=3,
                 store="chroma",
             )
         )
         for rank, hit in enumerate(hits, start=1):
-            excerpt = " ".join(str(hit["text"]).split())[:110]
-            print(f"  {rank}. {hit['score']:.3f} {hit['metadata'].get('title')!r}: {excerpt}…")
+            meta = hit["metadata"]
+            where = f" p.{meta['page_start']}" if meta.get("page_start") else ""
+            if meta.get("start_seconds") is not None:
+                where = f" {meta['start_seconds']:.0f}-{meta['end_seconds']:.0f} s"
+            excerpt = " ".join(str(hit["text"]).split())[:100]
+            print(
+                f"  {rank}. {hit['score']:.3f} [{meta.get('content_type')}] {meta.get('title')!r}{where}: {excerpt}…"
+            )
     print("\nThe stack is still running. Try `.venv/bin/lmgpa status` or `.venv/bin/lmgpa search ...`;")
     print("stop it with `make down` (or `.venv/bin/lmgpa dev down`).")
     return 1 if failed else 0

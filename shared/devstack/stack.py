@@ -132,9 +132,15 @@ def wait_ready(worker: WorkerProcess, *, timeout: float = 180.0) -> None:
 
 
 def up(
-    home: Path | None = None, *, services: tuple[str, ...] = DEFAULT_WORKERS, partitions: int = 6
+    home: Path | None = None,
+    *,
+    services: tuple[str, ...] = DEFAULT_WORKERS,
+    partitions: int = 6,
+    replicas: int = 1,
 ) -> StackState:
-    """Start (or find running) the whole stack; idempotent."""
+    """Start (or find running) the whole stack with `replicas` processes of each worker; idempotent.
+
+    Indexing always runs once here: it owns the local-mode Qdrant folder, which one process only may open."""
     home = (home or default_home()).resolve()
     home.mkdir(parents=True, exist_ok=True)
     state = load_state(home)
@@ -157,8 +163,9 @@ def up(
         (home / "storage").mkdir(exist_ok=True)
         state.save()
     asyncio.run(_prepare(state, partitions=partitions))
-    running = {w.service for w in state.workers}
-    started = [start_worker(state, s) for s in services if s not in running]
+    running = {(w.service, w.replica) for w in state.workers}
+    wanted = [(s, r) for s in services for r in range(1 if s == "indexing" else replicas)]
+    started = [start_worker(state, s, r) for s, r in wanted if (s, r) not in running]
     state.workers.extend(started)
     state.save()
     for worker in started:

@@ -30,6 +30,7 @@ MAX_SAMPLE_RATE = 768_000
 PROBE_DECODE_SECONDS = 5.0  # decoded at the start to prove the stream is audio we can read
 MAX_PLAUSIBLE_SECONDS = 7 * 24 * 3600.0  # a longer declared duration is a lie; measure instead
 MAX_DECODE_ERRORS = 50  # bad packets skipped in one call before the file counts as corrupt
+TAIL_TOLERANCE_SECONDS = 2.5  # audio may end this much before the declared duration (encoder padding)
 PREROLL_SECONDS = 0.5  # decoded and dropped before a span, so decoder and resampler state have settled
 # Formats whose declared duration FFmpeg estimates from the bitrate (VBR mp3, raw AAC): measured by demuxing.
 ESTIMATED_DURATION_FORMATS = frozenset({"mp3", "aac", "ac3", "eac3", "mp2", "adts", "amr"})
@@ -253,17 +254,7 @@ def probe_audio(path: Path) -> AudioInfo:
         elif stream.duration:
             declared = _seconds(stream.duration, stream.time_base)
         format_name = container.format.name
-        trusted = (
-            declared is not None
-            and 0 < declared < MAX_PLAUSIBLE_SECONDS
-            and not set(format_name.split(",")) & ESTIMATED_DURATION_FORMATS
-            and _tail_present(container, stream, declared)
-        )
-        if trusted:
-            assert declared is not None
-            duration = declared
-        else:
-            duration = _measure_by_demux(container, stream, name)
+        duration = _duration(container, stream, name, declared)
         duration = max(duration, samples / rate)
         if duration > MAX_PLAUSIBLE_SECONDS:
             raise PermanentError("corrupt_audio", f"{name}: absurd duration ({duration:.0f} s)")
@@ -276,13 +267,32 @@ def probe_audio(path: Path) -> AudioInfo:
         )
 
 
+def _duration(
+    container: av.container.InputContainer, stream: av.AudioStream, name: str, declared: float | None
+) -> float:
+    """The declared duration when the header is exact and the file holds it all, else the measured one."""
+    exact_header = not set(container.format.name.split(",")) & ESTIMATED_DURATION_FORMATS
+    if declared is None or not 0 < declared < MAX_PLAUSIBLE_SECONDS or not exact_header:
+        return _measure_by_demux(container, stream, name)
+    if _tail_present(container, stream, declared):
+        return declared
+    measured = _measure_by_demux(container, stream, name)
+    if measured < declared - max(TAIL_TOLERANCE_SECONDS, 0.02 * declared):
+        raise PermanentError(
+            "corrupt_audio",
+            f"{name} is truncated: its header declares {declared:.2f} s but only "
+            f"{measured:.2f} s are present; re-export or re-upload the complete file",
+        )
+    return measured
+
+
 def _tail_present(container: av.container.InputContainer, stream: av.AudioStream, declared: float) -> bool:
     """True when packets exist near the declared end (a header promising more than the file holds is caught)."""
     time_base = stream.time_base
     if time_base is None:
         return False
     origin = _seconds(stream.start_time, time_base) or 0.0
-    target = origin + max(0.0, declared - 2.0)
+    target = origin + max(0.0, declared - TAIL_TOLERANCE_SECONDS + 0.5)
     try:
         container.seek(int(target / time_base), stream=stream, backward=True)
         last_end = None
@@ -293,7 +303,7 @@ def _tail_present(container: av.container.InputContainer, stream: av.AudioStream
         container.seek(0)
     except av.FFmpegError:
         return False
-    return last_end is not None and last_end >= declared - 2.5
+    return last_end is not None and last_end >= declared - TAIL_TOLERANCE_SECONDS
 
 
 def decode_audio(

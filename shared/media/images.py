@@ -209,12 +209,15 @@ def preprocess(image: Image.Image, *, detect_orientation: bool = True) -> Image.
 
 def flatten_illumination(grey: Image.Image, *, window: int = DEFAULT_CLOSING_WINDOW) -> Image.Image:
     """Divide by the paper's own brightness, found by closing over the text: shadows, gradients and desk go."""
-    pixels = np.asarray(grey.convert("L"), dtype=np.uint8)
+    grey = grey.convert("L")
+    pixels = np.asarray(grey, dtype=np.uint8)
     # A closing (running max, then running min): dark marks narrower than the window (text strokes) become
     # the paper around them, while large dark areas (desk, shadow) keep their exact edges, so dividing
-    # leaves no dark halo along them.
+    # leaves no dark halo along them.  It runs on a smoothed copy: the running max of raw sensor noise
+    # would put the "paper" above the real paper and leave everything grey and speckled.
+    smooth = np.asarray(grey.filter(ImageFilter.BoxBlur(2)), dtype=np.uint8)
     window = max(3, window | 1)
-    paper = _running(_running(pixels, window, np.maximum), window, np.minimum)
+    paper = _running(_running(smooth, window, np.maximum), window, np.minimum)
     flat = np.empty_like(pixels)
     # In bands of rows: a 60 Mpx photo never needs more than a few float copies of one band.
     for top in range(0, pixels.shape[0], _BAND_ROWS):
@@ -298,7 +301,7 @@ def analyse_layout(grey: Image.Image, *, max_degrees: float = MAX_SKEW_DEGREES) 
     inverted = _light_on_dark(small)
     if inverted:
         small = ImageOps.invert(small)
-    ink = _otsu_ink(flatten_illumination(small))
+    ink = _otsu_ink(flatten_illumination(small.filter(ImageFilter.MedianFilter(3))))
     if not 0.0 < ink.mean() < 0.5:  # more "ink" than paper: no text, or nothing to go on
         return Layout(inverted=inverted, quarter_turn=False, skew_degrees=0.0, line_pitch=None)
     ys, xs = (coordinates.astype(np.float32) for coordinates in np.nonzero(ink))

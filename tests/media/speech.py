@@ -68,7 +68,28 @@ RIGHT_SENTENCES = [
 
 SAMPLE_RATE = 16000
 
-_ONES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen"]
+_ONES = [
+    "zero",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+    "eleven",
+    "twelve",
+    "thirteen",
+    "fourteen",
+    "fifteen",
+    "sixteen",
+    "seventeen",
+    "eighteen",
+    "nineteen",
+]
 _TENS = ["_", "_", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"]
 
 
@@ -272,8 +293,8 @@ def normalize(text: str) -> str:
     text = text.lower().replace("%", " percent").replace("&", " and ")
     text = re.sub(r"(?<=\d),(?=\d{3})", "", text)
     text = re.sub(r"\d+", lambda m: f" {number_words(int(m.group()))} ", text)
-    text = re.sub(r"[-‐–—/]", " ", text)
-    text = re.sub(r"['’]", "", text)
+    text = re.sub("[-\u2010\u2013\u2014/]", " ", text)
+    text = re.sub("['\u2019]", "", text)
     text = re.sub(r"[^a-z ]+", " ", text)
     return " ".join(text.split())
 

@@ -319,3 +319,38 @@ def test_render_status_of_nothing_is_just_the_header() -> None:
     out = render_status({"sources": [], "rejections": []})
     assert len(out.splitlines()) == 1
     assert "REJECTED" not in out
+
+
+def test_a_stage_without_a_heartbeat_for_too_long_is_stalled() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from shared.cli.backend import stage_state
+    from shared.db.jobs import StageRow
+
+    now = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+
+    def stage(status: str, beat_ago: float | None) -> StageRow:
+        beat = None if beat_ago is None else now - timedelta(seconds=beat_ago)
+        return StageRow(
+            stage="transcription",
+            status=status,
+            attempts=1,
+            units_done=600,
+            units_total=3600,
+            unit="seconds",
+            enqueued_at=now - timedelta(hours=1),
+            started_at=now - timedelta(minutes=50),
+            finished_at=None,
+            heartbeat_at=beat,
+            error_code=None,
+            error_message=None,
+        )
+
+    assert stage_state(stage("processing", 30), now=now, stall_seconds=300) == "working"
+    assert stage_state(stage("processing", 301), now=now, stall_seconds=300) == "stalled"
+    assert (
+        stage_state(stage("processing", None), now=now, stall_seconds=300) == "stalled"
+    )  # started 50 min ago
+    assert stage_state(stage("pending", None), now=now, stall_seconds=300) == "waiting"
+    assert stage_state(stage("completed", 9999), now=now, stall_seconds=300) == "done"
+    assert stage_state(stage("failed", 9999), now=now, stall_seconds=300) == "failed"

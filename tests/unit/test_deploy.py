@@ -433,7 +433,8 @@ def test_dockerfile_runtime_settings(dockerfile: str) -> None:
     for package in ("tesseract-ocr", "tesseract-ocr-eng"):
         assert re.search(rf"\b{re.escape(package)}\b", dockerfile), f"{package} not installed"
     # Tesseract reads photos (ocr) and scanned pages (chunking); audio is decoded by PyAV's own FFmpeg.
-    assert re.search(r"ocr\|chunking\)\s*pkgs=\"tesseract-ocr tesseract-ocr-eng\"", dockerfile)
+    assert re.search(r"ocr\)\s*pkgs=\"tesseract-ocr tesseract-ocr-eng\"", dockerfile)
+    assert re.search(r"chunking\)\s*pkgs=\"tesseract-ocr tesseract-ocr-eng jbig2dec\"", dockerfile)
     baked = set(re.findall(r"\b(LMGPA_[A-Z0-9_]+)=", dockerfile))
     assert baked <= SETTING_ENV_NAMES, f"Dockerfile ENV names no setting: {sorted(baked - SETTING_ENV_NAMES)}"
 

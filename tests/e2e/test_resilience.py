@@ -1,0 +1,388 @@
+"""Nothing lost, nothing duplicated, nobody let in: a corpus of hostile inputs while good work flows, then a
+chaos run of 200+ sources through the embedded stack while workers are killed and servers stopped."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import shutil
+import signal
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+from PIL import Image
+
+from shared.broker import make_broker, publish
+from shared.chunking import HfTokenCounter, Segment, chunk_segments
+from shared.devstack import servers, stack
+from shared.events import topics
+from shared.events.models import SourceUploaded
+from shared.settings import Settings
+from tests.media.pdfs import make_encrypted_pdf, make_jpeg_named_pdf, make_text_pdf, make_truncated_pdf, make_zero_page_pdf
+from tests.media.photos import blank_page, make_decompression_bomb, make_garbled, note_photo, save_image
+from tests.media.speech import encode, speak
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(1800)]
+
+SHARED_BAD = Path(__file__).resolve().parents[3] / "shared" / "data" / "bad"
+SUBJECTS = [
+    "The derivative measures the instantaneous rate of change of a function.",
+    "Mitochondria make most of the cell's ATP through oxidative phosphorylation.",
+    "The Treaty of Versailles ended the First World War in 1919.",
+    "Ohm's law relates the voltage across a resistor to the current through it.",
+    "Supply and demand together set the market price of a good.",
+    "Photosynthesis stores light energy as chemical energy in glucose.",
+    "A prime number has exactly two divisors, one and itself.",
+    "Plate tectonics explains earthquakes, volcanoes and mountain ranges.",
+]
+
+
+@dataclass
+class Case:
+    """One upload and what must become of it."""
+
+    name: str
+    event: SourceUploaded
+    expect: str  # "completed" or an error code
+    note_text: str | None = None
+
+
+@dataclass
+class Stack:
+    home: Path
+    state: stack.StackState
+    settings: Settings
+    dsn: str
+    owner: tuple[uuid.UUID, uuid.UUID]
+    stranger: tuple[uuid.UUID, uuid.UUID]
+    cases: list[Case] = field(default_factory=list)
+
+
+def upload(user: uuid.UUID, klass: uuid.UUID, kind: str, title: str, **extra: Any) -> SourceUploaded:
+    event_id = uuid.uuid4()
+    return SourceUploaded(
+        event_id=event_id, correlation_id=event_id, producer="backend", kind=kind, user_id=user, class_id=klass,  # type: ignore[arg-type]
+        title=title, **extra,
+    )
+
+
+def stored(s: Stack, source: Path, name: str) -> str:
+    target = Path(s.settings.storage_root) / "uploads" / f"{uuid.uuid4().hex[:8]}-{name}"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, target)
+    return target.as_uri()
+
+
+async def run_sql(dsn: str, query: str, *args: Any) -> list[asyncpg.Record]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return list(await conn.fetch(query, *args))
+    finally:
+        await conn.close()
+
+
+async def publish_all(settings: Settings, events: list[SourceUploaded]) -> None:
+    broker = make_broker(settings, service="tests")
+    async with broker:
+        for event in events:
+            await publish(broker, event)
+
+
+async def publish_raw(settings: Settings, value: bytes) -> None:
+    broker = make_broker(settings, service="tests")
+    async with broker:
+        await broker.publish(value, topic=topics.SOURCE_UPLOADED, key=str(uuid.uuid4()).encode())
+
+
+@pytest.fixture(scope="module")
+def resilient_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    home = tmp_path_factory.mktemp("resilience")
+    state = stack.up(home, replicas=2)
+    env = state.env
+    os.environ.update({k: v for k, v in env.items()})
+    settings = Settings(**{k.removeprefix("LMGPA_").lower(): v for k, v in env.items()})  # type: ignore[arg-type]
+    owner, stranger = (uuid.uuid4(), uuid.uuid4()), (uuid.uuid4(), uuid.uuid4())
+    from shared.db import owners
+
+    async def seed() -> None:
+        pool = await asyncpg.create_pool(env["LMGPA_DATABASE_URL"])
+        for user, klass in (owner, stranger):
+            await owners.ensure_user(pool, user_id=user)
+            await owners.ensure_class(pool, class_id=klass, user_id=user)
+        await pool.close()
+
+    asyncio.run(seed())
+    try:
+        yield Stack(home, state, settings, env["LMGPA_DATABASE_URL"], owner, stranger)
+    finally:
+        stack.down(home, purge=True)
+
+
+def bad_corpus(s: Stack, tmp: Path) -> list[Case]:
+    """At least 25 distinct malformed or hostile uploads, each with the reason it must fail with."""
+    user, klass = s.owner
+    other_user, other_class = s.stranger
+    cases: list[Case] = []
+
+    def media(name: str, kind: str, path: Path, expect: str) -> None:
+        cases.append(Case(name, upload(user, klass, kind, name, storage_url=stored(s, path, path.name)), expect))
+
+    media("truncated mp3 (shared)", "audio", SHARED_BAD / "beets-check_truncated.mp3", "corrupt_audio")
+    media("flac with an absurd header (shared)", "audio", SHARED_BAD / "mutagen_ooming-header.flac", "corrupt_audio")
+    media("invalid pdf (shared)", "textbook", SHARED_BAD / "ocrmypdf_invalid.pdf", "corrupt_pdf")
+    media("truncated png (shared)", "photo", SHARED_BAD / "pillow_truncated_image.png", "corrupt_image")
+    for suffix, kind in ((".m4a", "audio"), (".jpg", "photo"), (".pdf", "textbook")):
+        empty = tmp / f"empty{suffix}"
+        empty.write_bytes(b"")
+        media(f"zero bytes {suffix}", kind, empty, "empty_file")
+    text_as_mp3 = tmp / "notes.mp3"
+    text_as_mp3.write_text("these are not sound waves " * 50)
+    media("text named .mp3", "audio", text_as_mp3, "unsupported_media")
+    png = tmp / "diagram.png"
+    save_image(note_photo("clean").image, png)
+    png_as_m4a = tmp / "diagram.m4a"
+    shutil.copyfile(png, png_as_m4a)
+    media("png named .m4a", "audio", png_as_m4a, "unsupported_media")
+    make_jpeg_named_pdf(tmp / "photo.pdf")
+    media("jpeg named .pdf", "textbook", tmp / "photo.pdf", "unsupported_media")
+    make_text_pdf(tmp / "real.pdf", pages=2)
+    shutil.copyfile(tmp / "real.pdf", tmp / "real-as.jpg")
+    media("pdf named .jpg", "photo", tmp / "real-as.jpg", "unsupported_media")
+    media("decompression bomb", "photo", make_decompression_bomb(tmp / "bomb.png"), "image_too_large")
+    make_encrypted_pdf(tmp / "locked.pdf", user_password="s3cret")
+    media("pdf with a real password", "textbook", tmp / "locked.pdf", "pdf_encrypted")
+    make_truncated_pdf(tmp / "cut.pdf")
+    media("truncated pdf", "textbook", tmp / "cut.pdf", "corrupt_pdf")
+    make_zero_page_pdf(tmp / "nopages.pdf")
+    media("pdf without pages", "textbook", tmp / "nopages.pdf", "empty_pdf")
+    media("garbled jpeg", "photo", make_garbled(png, tmp / "garbled.jpg"), "corrupt_image")
+    save_image(blank_page(), tmp / "blank.png")
+    media("photo of a blank page", "photo", tmp / "blank.png", "no_text")
+    silence = tmp / "silence.wav"
+    from tests.media.speech import write_wav
+    import numpy as np
+
+    write_wav(silence, np.zeros(16000 * 8, dtype=np.float32), 16000)
+    media("eight seconds of silence", "audio", silence, "no_text")
+
+    outside = tmp / "outside-secret.txt"
+    outside.write_text("not yours")
+    link = Path(s.settings.storage_root) / "uploads" / "sneaky-link.pdf"
+    link.parent.mkdir(parents=True, exist_ok=True)
+    link.symlink_to(outside)
+    for name, url in (
+        ("storage url with ..", f"{Path(s.settings.storage_root).as_uri()}/../../outside-secret.txt"),
+        ("http storage url", "http://169.254.169.254/latest/meta-data"),
+        ("s3 storage url", "s3://someone-elses-bucket/book.pdf"),
+        ("file url on another host", "file://evil.example/etc/passwd"),
+        ("symlink out of the root", link.as_uri()),
+        ("missing file", f"{Path(s.settings.storage_root).as_uri()}/uploads/never-uploaded.pdf"),
+    ):
+        expect = "file_not_found" if name == "missing file" else "storage_url_refused"
+        cases.append(Case(name, upload(user, klass, "textbook", name, storage_url=url), expect))
+
+    cases.append(Case("whitespace-only note", upload(user, klass, "note", "blank", text=" \n\t "), "empty_text"))
+    cases.append(Case("note in a classmate's class", upload(user, other_class, "note", "x", text="mine"), "class_not_owned"))
+    cases.append(Case("note in an unknown class", upload(user, uuid.uuid4(), "note", "x", text="lost"), "unknown_class"))
+    cases.append(Case("row id that does not exist", upload(user, klass, "note", "x", row_id=uuid.uuid4()), "unknown_row"))
+    del other_user
+    return cases
+
+
+def note_cases(s: Stack, count: int, rng: random.Random) -> list[Case]:
+    user, klass = s.owner
+    out = []
+    for n in range(count):
+        sentences = [SUBJECTS[(n + k) % len(SUBJECTS)] for k in range(rng.randint(1, 40))]
+        text = f"Note {n}. " + " ".join(sentences)
+        out.append(Case(f"note {n}", upload(user, klass, "note", f"Note {n}", text=text), "completed", note_text=text))
+    return out
+
+
+def expected_chunks(text: str) -> int:
+    """What the embedding worker must make of a note: the same chunker, the same model tokenizer."""
+    return len(chunk_segments([Segment(text=text)], HfTokenCounter(), target_tokens=200, overlap_tokens=32))
+
+
+async def outcomes(dsn: str, cases: list[Case]) -> dict[str, tuple[str, str | None]]:
+    """name -> (status, error code) from the job table, or from the rejections for refused uploads."""
+    ids = {c.event.source_id: c.name for c in cases}
+    events = {c.event.event_id: c.name for c in cases}
+    result: dict[str, tuple[str, str | None]] = {}
+    for row in await run_sql(dsn, "SELECT source_id, status, error_code FROM ingest_jobs WHERE source_id = ANY($1::uuid[])", list(ids)):
+        result[ids[row["source_id"]]] = (row["status"], row["error_code"])
+    for row in await run_sql(dsn, "SELECT event_id, error_code FROM rejected_messages WHERE event_id = ANY($1::uuid[])", list(events)):
+        result.setdefault(events[row["event_id"]], ("failed", row["error_code"]))
+    return result
+
+
+def wait_for(s: Stack, cases: list[Case], *, timeout: float, during: Any = None) -> dict[str, tuple[str, str | None]]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if during is not None:
+            during()
+        got = asyncio.run(outcomes(s.dsn, cases))
+        if len(got) == len(cases) and all(status in ("completed", "failed") for status, _ in got.values()):
+            return got
+        time.sleep(1.0)
+    got = asyncio.run(outcomes(s.dsn, cases))
+    pending = [c.name for c in cases if got.get(c.name, ("missing", None))[0] not in ("completed", "failed")]
+    raise AssertionError(f"not finished after {timeout} s: {pending[:20]}")
+
+
+def alive_workers(s: Stack) -> list[stack.WorkerProcess]:
+    return [w for w in s.state.workers if servers.is_running(w.pid)]
+
+
+def test_a_corpus_of_bad_inputs_fails_cleanly_while_good_work_flows(resilient_stack: Stack, tmp_path: Path) -> None:
+    s = resilient_stack
+    bad = bad_corpus(s, tmp_path)
+    good = note_cases(s, 12, random.Random(1))
+    photo = tmp_path / "whiteboard.jpg"
+    save_image(note_photo("clean").image, photo)
+    good.append(Case("a good photo", upload(*s.owner, "photo", "whiteboard", storage_url=stored(s, photo, "w.jpg")), "completed"))
+    speech = encode(speak("Vectors add tip to tail, and the dot product measures alignment.", tmp_path / "v.wav"), tmp_path / "v.mp3", "mp3")
+    good.append(Case("a good recording", upload(*s.owner, "audio", "vectors", storage_url=stored(s, speech, "v.mp3")), "completed"))
+    assert len({c.name for c in bad}) >= 25
+
+    mixed = bad + good
+    random.Random(2).shuffle(mixed)
+    asyncio.run(publish_all(s.settings, [c.event for c in mixed]))
+    asyncio.run(publish_raw(s.settings, b'{"event_type": "SourceUploaded", "kind": "spreadsh'))
+    got = wait_for(s, mixed, timeout=600)
+
+    table = []
+    for case in bad + good:
+        status, code = got[case.name]
+        table.append(f"  {case.name:<38} {status:<10} {code or ''}")
+        if case.expect == "completed":
+            assert status == "completed", (case.name, code)
+        else:
+            assert (status, code) == ("failed", case.expect), case.name
+    print(f"\n{len(bad)} bad and {len(good)} good uploads:\n" + "\n".join(table))
+    assert len(alive_workers(s)) == len(s.state.workers), "every worker is still up"
+    reasons = asyncio.run(run_sql(
+        s.dsn, "SELECT error_message FROM ingest_jobs WHERE status = 'failed' UNION ALL SELECT error_message FROM rejected_messages"
+    ))
+    assert all(r["error_message"] and len(r["error_message"]) > 10 for r in reasons), "every failure says why"
+
+
+def test_chaos_nothing_lost_nothing_duplicated(resilient_stack: Stack, tmp_path: Path) -> None:
+    s = resilient_stack
+    rng = random.Random(42)
+    owner, klass = s.owner
+    cases = note_cases(s, 170, rng)
+    for n in range(12):
+        photo = tmp_path / f"photo{n}.jpg"
+        save_image(note_photo(("clean", "uneven_light", "rotated")[n % 3]).image, photo)
+        cases.append(Case(f"photo {n}", upload(owner, klass, "photo", f"Photo {n}", storage_url=stored(s, photo, photo.name)), "completed"))
+    for n in range(10):
+        make_text_pdf(tmp_path / f"book{n}.pdf", pages=3 + n % 3)
+        cases.append(Case(f"book {n}", upload(owner, klass, "textbook", f"Book {n}", storage_url=stored(s, tmp_path / f"book{n}.pdf", f"b{n}.pdf")), "completed"))
+    for n in range(8):
+        clip = encode(speak(f"Clip {n}. {SUBJECTS[n]} {SUBJECTS[(n + 3) % 8]}", tmp_path / f"c{n}.wav"), tmp_path / f"c{n}.ogg", "ogg")
+        cases.append(Case(f"clip {n}", upload(owner, klass, "audio", f"Clip {n}", storage_url=stored(s, clip, clip.name)), "completed"))
+    bad_dir = tmp_path / "bad"
+    bad_dir.mkdir()
+    for n in range(6):
+        broken = bad_dir / f"broken{n}.pdf"
+        broken.write_bytes(b"%PDF-1.7\n" + os.urandom(2000))
+        cases.append(Case(f"broken pdf {n}", upload(owner, klass, "textbook", "broken", storage_url=stored(s, broken, broken.name)), "corrupt_pdf"))
+    for n in range(4):
+        cases.append(Case(f"foreign class {n}", upload(owner, s.stranger[1], "note", "x", text="not mine"), "class_not_owned"))
+    assert len(cases) >= 200
+    rng.shuffle(cases)
+
+    kills: Counter[str] = Counter()
+    outages: list[str] = []
+    started = time.monotonic()
+
+    def chaos() -> None:
+        """Every call: restart what died; now and then kill -9 a random worker or stop a server briefly."""
+        for i, worker in enumerate(s.state.workers):
+            if not servers.is_running(worker.pid):
+                s.state.workers[i] = stack.start_worker(s.state, worker.service, worker.replica)
+        elapsed = time.monotonic() - started
+        if rng.random() < 0.5:
+            victim = rng.choice(alive_workers(s))
+            os.killpg(victim.pid, signal.SIGKILL)
+            kills[victim.service] += 1
+        if 20 < elapsed and "postgres" not in outages:
+            pg = s.state.server("postgres")
+            servers.stop_postgres(pg, mode="immediate")
+            time.sleep(4)
+            servers.start_postgres(s.home, port=pg.port)
+            outages.append("postgres")
+        if 45 < elapsed and "chroma" not in outages:
+            chroma = s.state.server("chroma")
+            servers.stop_process(chroma)
+            time.sleep(4)
+            servers.start_chroma(s.home, port=chroma.port)
+            outages.append("chroma")
+
+    asyncio.run(publish_all(s.settings, [c.event for c in cases]))
+    got = wait_for(s, cases, timeout=1200, during=chaos)
+    for i, worker in enumerate(s.state.workers):  # leave everything running for the checks
+        if not servers.is_running(worker.pid):
+            s.state.workers[i] = stack.start_worker(s.state, worker.service, worker.replica)
+
+    wrong = {c.name: (got[c.name], c.expect) for c in cases if (got[c.name][0] if c.expect == "completed" else got[c.name][1]) != c.expect}
+    assert not wrong, wrong
+
+    chunk_counts = {
+        r["source_id"]: r["chunk_count"]
+        for r in asyncio.run(run_sql(s.dsn, "SELECT source_id, chunk_count FROM ingest_jobs WHERE user_id = $1 AND status = 'completed'", owner))
+    }
+    completed = [c for c in cases if c.expect == "completed"]
+    for case in completed:
+        if case.note_text is not None:
+            assert chunk_counts[case.event.source_id] == expected_chunks(case.note_text), case.name
+
+    # Stop the workers (indexing owns the Qdrant folder), then count every vector in both stores.
+    for worker in s.state.workers:
+        stack.stop_worker(worker)
+    from qdrant_client import QdrantClient
+
+    client = QdrantClient(path=s.state.env["LMGPA_QDRANT_PATH"])
+    per_source: Counter[str] = Counter()
+    keys: Counter[tuple[str, int]] = Counter()
+    offset = None
+    while True:
+        page, offset = client.scroll("lmgpa_chunks", limit=1000, offset=offset, with_payload=["source_id", "chunk_index", "user_id"])
+        for point in page:
+            payload = point.payload or {}
+            if payload.get("user_id") == str(owner):
+                per_source[payload["source_id"]] += 1
+                keys[(payload["source_id"], payload["chunk_index"])] += 1
+        if offset is None:
+            break
+    client.close()
+
+    import chromadb
+
+    chroma = chromadb.HttpClient(host="127.0.0.1", port=s.state.server("chroma").port)
+    docs = chroma.get_collection(f"{owner}_{klass}_notes").count() + sum(
+        chroma.get_collection(f"{owner}_{klass}_{t}").count() for t in ("photos", "textbooks", "transcripts")
+    )
+    expected_total = sum(chunk_counts[c.event.source_id] for c in completed)
+    missing = [c.name for c in completed if per_source.get(str(c.event.source_id), 0) != chunk_counts[c.event.source_id]]
+    duplicates = [k for k, n in keys.items() if n > 1]
+    orphans = set(per_source) - {str(c.event.source_id) for c in completed}
+    print(
+        f"\nchaos: {len(cases)} sources ({len(completed)} good, {len(cases) - len(completed)} bad) in "
+        f"{time.monotonic() - started:.0f} s; kill -9: {dict(kills)} ({sum(kills.values())} in all); outages: {outages}\n"
+        f"expected chunks {expected_total}; qdrant points {sum(per_source.values())}; chroma documents {docs}; "
+        f"sources with a wrong count {len(missing)}; duplicate chunks {len(duplicates)}; orphan sources {len(orphans)}"
+    )
+    assert sum(kills.values()) >= 5 and outages == ["postgres", "chroma"]
+    assert not missing and not duplicates and not orphans
+    assert sum(per_source.values()) == expected_total == docs
