@@ -4,7 +4,7 @@ Every generated photo class of `tests.media.photos` (rendered class notes, degra
 a 12-megapixel phone-sized photo, and the real scan /work/shared/data/images/tesseract_phototest.tif
 (when present) are read twice: as loaded, and through `preprocess`.  Character accuracy is 1 - CER
 against the reference text; seconds are wall time per image for the whole `ocr_image` call (Tesseract
-single-threaded).  Figures only: timings depend on the machine and its load.
+single-threaded) and for `preprocess` alone.  Figures only: timings depend on the machine and its load.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from shared.media.images import load_image
+from shared.media.images import load_image, preprocess
 from shared.media.ocr import OcrResult, character_accuracy, ocr_image
 
 REAL_SCAN = Path("/work/shared/data/images/tesseract_phototest.tif")
@@ -36,6 +36,7 @@ class Row:
     pre_confidence: float
     raw_seconds: float
     pre_seconds: float
+    prep_seconds: float
 
 
 def _timed(image: Image.Image, *, preprocess: bool, repeat: int) -> tuple[OcrResult, float]:
@@ -53,6 +54,11 @@ def measure(name: str, image: Image.Image, reference: str, *, repeat: int = 1) -
     """OCR one image both ways and score it against its reference text."""
     raw, raw_seconds = _timed(image, preprocess=False, repeat=repeat)
     pre, pre_seconds = _timed(image, preprocess=True, repeat=repeat)
+    prep_times: list[float] = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        preprocess(image)
+        prep_times.append(time.perf_counter() - start)
     return Row(
         name=name,
         size=image.size,
@@ -62,6 +68,7 @@ def measure(name: str, image: Image.Image, reference: str, *, repeat: int = 1) -
         pre_confidence=pre.mean_confidence,
         raw_seconds=raw_seconds,
         pre_seconds=pre_seconds,
+        prep_seconds=statistics.median(prep_times),
     )
 
 
@@ -81,13 +88,13 @@ def samples(*, full_size: bool) -> Iterator[tuple[str, Image.Image, str]]:
 
 def report(rows: Sequence[Row]) -> str:
     """The rows as a fixed-width table with a mean line."""
-    header = f"{'image':<16} {'size':>11} {'acc raw':>8} {'acc pre':>8} {'conf raw':>9} {'conf pre':>9} {'s raw':>7} {'s pre':>7}"
+    header = f"{'image':<16} {'size':>11} {'acc raw':>8} {'acc pre':>8} {'conf raw':>9} {'conf pre':>9} {'s raw':>7} {'s pre':>7} {'s prep':>7}"
     lines = [header, "-" * len(header)]
     for row in rows:
         size = f"{row.size[0]}x{row.size[1]}"
         lines.append(
             f"{row.name:<16} {size:>11} {row.raw_accuracy:>8.3f} {row.pre_accuracy:>8.3f} "
-            f"{row.raw_confidence:>9.1f} {row.pre_confidence:>9.1f} {row.raw_seconds:>7.2f} {row.pre_seconds:>7.2f}"
+            f"{row.raw_confidence:>9.1f} {row.pre_confidence:>9.1f} {row.raw_seconds:>7.2f} {row.pre_seconds:>7.2f} {row.prep_seconds:>7.2f}"
         )
     lines.append("-" * len(header))
     lines.append(
@@ -95,7 +102,8 @@ def report(rows: Sequence[Row]) -> str:
         f"{statistics.mean(r.pre_accuracy for r in rows):>8.3f} "
         f"{statistics.mean(r.raw_confidence for r in rows):>9.1f} "
         f"{statistics.mean(r.pre_confidence for r in rows):>9.1f} "
-        f"{statistics.mean(r.raw_seconds for r in rows):>7.2f} {statistics.mean(r.pre_seconds for r in rows):>7.2f}"
+        f"{statistics.mean(r.raw_seconds for r in rows):>7.2f} {statistics.mean(r.pre_seconds for r in rows):>7.2f} "
+        f"{statistics.mean(r.prep_seconds for r in rows):>7.2f}"
     )
     return "\n".join(lines)
 
@@ -113,7 +121,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(report(rows))
     print(
         "acc = 1 - CER (NFKC, whitespace collapsed); conf = mean Tesseract word confidence; "
-        "s = seconds per image for ocr_image (OMP_THREAD_LIMIT=1)."
+        "s raw / s pre = seconds per image for ocr_image without / with preprocessing (OMP_THREAD_LIMIT=1); "
+        "s prep = preprocess alone, orientation detection (one Tesseract OSD run) included."
     )
 
 

@@ -55,21 +55,16 @@ def ocr_image(image: Image.Image, *, lang: str = "eng", preprocess: bool = True)
     """Read the text of a photo or scan with Tesseract (single-threaded), after preprocessing unless told not to."""
     _check_languages(lang)
     if not preprocess:
-        return _recognise(_plain(image), lang)
+        return _recognise(images.as_rgb_or_l(image), lang)  # the modes an uncompressed PNM can hold
     prepared = images.preprocess(image)
     result = _recognise(prepared, lang)
     if result.lines and result.mean_confidence < LOW_CONFIDENCE:
-        # Upside-down text reads as confident-looking garbage at 30-45% (upright pages here: 90-96%); when
+        # Upside-down text reads as garbage at 30-45% mean confidence (upright pages here: 90-96%): when
         # orientation detection was unsure or wrong, the half turn is worth one more run.
         turned = _recognise(prepared.rotate(180, expand=True), lang)
         if turned.mean_confidence > result.mean_confidence:
             return turned
     return result
-
-
-def _plain(image: Image.Image) -> Image.Image:
-    # A fresh RGB or L image: pytesseract would otherwise re-encode JPEGs as JPEG and refuse HEIF or MPO.
-    return image.convert("L") if image.mode in ("1", "L", "LA", "I", "I;16", "F") else image.convert("RGB")
 
 
 def _recognise(image: Image.Image, lang: str) -> OcrResult:

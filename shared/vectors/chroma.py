@@ -13,6 +13,7 @@ import httpx
 from chromadb.api import AsyncClientAPI
 from chromadb.api.collection_configuration import CreateCollectionConfiguration
 from chromadb.config import Settings as ChromaSettings
+from chromadb.errors import ChromaError, InternalError, RateLimitError
 
 from shared.errors import TransientError
 from shared.settings import Settings
@@ -64,8 +65,12 @@ class ChromaStore:
                         documents=[r.document for r in batch],
                         metadatas=[r.metadata for r in batch],
                     )
-        except (httpx.TransportError, ConnectionError) as error:
+        except (httpx.TransportError, ConnectionError, InternalError, RateLimitError) as error:
             raise TransientError("chroma_unavailable", str(error)[:300]) from error
+        except ChromaError as error:
+            if error.code() >= 500:  # the server is restarting or overloaded: worth another try
+                raise TransientError("chroma_unavailable", str(error)[:300]) from error
+            raise
 
     async def search(
         self,
@@ -125,7 +130,7 @@ class ChromaStore:
                 if found["ids"]:
                     await collection.delete(ids=found["ids"])
                     removed += len(found["ids"])
-        except (httpx.TransportError, ConnectionError) as error:
+        except (httpx.TransportError, ConnectionError, InternalError, RateLimitError) as error:
             raise TransientError("chroma_unavailable", str(error)[:300]) from error
         return removed
 

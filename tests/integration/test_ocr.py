@@ -27,6 +27,7 @@ import pytest
 from PIL import Image
 
 from shared.errors import PermanentError
+from shared.media import images
 from shared.media.images import load_image
 from shared.media.ocr import LOW_CONFIDENCE, OcrResult, character_accuracy, ocr_image
 from tests.media import photos
@@ -166,6 +167,14 @@ def test_blank_image_gives_empty_text(image: Image.Image) -> None:
         assert result.lines == ()
         assert result.mean_confidence == 0.0
         assert result.low_confidence_words == 0
+
+
+def test_half_turn_is_retried_when_orientation_detection_misses(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(images, "turn_upright", lambda grey: grey)  # as if OSD were unsure
+    photo = photos.note_photo("upside_down")
+    result = ocr_image(photo.image)
+    assert character_accuracy(photo.text, result.text) >= 0.95
+    assert result.mean_confidence > LOW_CONFIDENCE
 
 
 def test_tesseract_runs_single_threaded() -> None:

@@ -154,11 +154,13 @@ def test_late_span_seeks_instead_of_decoding_everything(long_mp3: Path) -> None:
     full = decode_audio(long_mp3)
     full_seconds = time.perf_counter() - started
     started = time.perf_counter()
-    span = decode_audio(long_mp3, start_seconds=info.duration_seconds - 10)
+    start = info.duration_seconds - 10
+    span = decode_audio(long_mp3, start_seconds=start)
     span_seconds = time.perf_counter() - started
     print(f"full decode {full_seconds:.3f} s, last 10 s {span_seconds:.3f} s")
-    assert span.shape[1] == pytest.approx(10 * 16000, abs=2)
-    np.testing.assert_allclose(span, full[:, -span.shape[1] :], atol=1e-6)
+    # The demuxed duration counts the encoder's padding frames (~0.1 s) that the decoder trims.
+    assert span.shape[1] == pytest.approx(10 * 16000, abs=0.15 * 16000)
+    np.testing.assert_allclose(span, full[:, round(start * 16000) :], atol=1e-6)
     assert span_seconds < full_seconds / 5
 
 
