@@ -21,6 +21,7 @@ from shared.media.whisper_models import base_dir, openai_checkpoint, tiny_en_dir
 
 SAMPLE_RATE = 16000
 BEAM_SIZE = 5
+OPENAI_THREADS = 1
 MIN_SAMPLES = SAMPLE_RATE // 10  # under 0.1 s there is nothing to transcribe
 ENGINES = ("faster-whisper", "openai-whisper")
 MODELS = ("tiny.en", "base")
@@ -123,7 +124,11 @@ class FasterWhisperEngine:
 
 
 class OpenAIWhisperEngine:
-    """openai-whisper on CPU from a local checkpoint (see whisper_models.openai_checkpoint): fp32, beam 5."""
+    """openai-whisper on CPU from a local checkpoint (see whisper_models.openai_checkpoint): fp32, beam 5.
+
+    Torch runs on OPENAI_THREADS (process-wide) unless cpu_threads says otherwise: with two spinning OpenMP
+    threads on a busy 2-core machine, JFK's 11 s took 20-30 s instead of 4-9 s with one thread.
+    """
 
     def __init__(
         self,
@@ -132,9 +137,11 @@ class OpenAIWhisperEngine:
         label: str | None = None,
         language: str | None = None,
         beam_size: int = BEAM_SIZE,
+        cpu_threads: int | None = None,
     ) -> None:
         import torch
 
+        torch.set_num_threads(cpu_threads or OPENAI_THREADS)  # process-wide: torch has one intra-op pool
         whisper: Any = importlib.import_module("whisper")
         state = torch.load(checkpoint, map_location="cpu", weights_only=True)
         model = whisper.model.Whisper(whisper.model.ModelDimensions(**state["dims"]))
@@ -187,13 +194,15 @@ def model_dir(model: str, *, cache_dir: Path) -> Path:
     raise ValueError(f"unknown Whisper model {model!r}; known: {', '.join(MODELS)}")
 
 
-def make_engine(engine: str, model: str, *, cache_dir: Path) -> SpeechEngine:
+def make_engine(engine: str, model: str, *, cache_dir: Path, cpu_threads: int | None = None) -> SpeechEngine:
     """Build an engine by name ("faster-whisper" | "openai-whisper") and model ("tiny.en" | "base")."""
+    if engine not in ENGINES:
+        raise ValueError(f"unknown speech engine {engine!r}; known: {', '.join(ENGINES)}")
     folder = model_dir(model, cache_dir=cache_dir)
     if engine == "faster-whisper":
-        return FasterWhisperEngine(folder, label=model)
+        return FasterWhisperEngine(folder, label=model, cpu_threads=cpu_threads)
     if engine == "openai-whisper":
-        return OpenAIWhisperEngine(openai_checkpoint(folder, cache_dir), label=model)
+        return OpenAIWhisperEngine(openai_checkpoint(folder, cache_dir), label=model, cpu_threads=cpu_threads)
     raise ValueError(f"unknown speech engine {engine!r}; known: {', '.join(ENGINES)}")
 
 

@@ -77,9 +77,17 @@ def faster_tiny(cache: Path) -> SpeechEngine:
 
 
 @pytest.fixture(scope="module")
-def openai_tiny(cache: Path) -> SpeechEngine:
-    """openai-whisper tiny.en from the checkpoint derived from the CTranslate2 weights, loaded once."""
-    return make_engine("openai-whisper", "tiny.en", cache_dir=cache)
+def openai_tiny(cache: Path) -> Iterator[SpeechEngine]:
+    """openai-whisper tiny.en from the checkpoint derived from the CTranslate2 weights, loaded once.
+
+    One torch thread: on this shared 2-core machine two spinning OpenMP threads ran 3-5x slower whenever
+    other processes were busy (jfk.flac: 20-30 s instead of 4-9 s).  Restored for the rest of the session.
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    yield make_engine("openai-whisper", "tiny.en", cache_dir=cache, cpu_threads=1)
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(params=["faster-whisper", "openai-whisper"])

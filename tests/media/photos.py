@@ -1,9 +1,14 @@
 """Deterministic photo-like images of class notes with their reference text, and hostile image files.
 
 Every generator is seeded: the same call gives the same pixels, so accuracy thresholds measured once hold.
-Pages are rendered with DejaVu TrueType fonts on paper-like backgrounds, then degraded the way phone photos
-of notes are: turned a few degrees or a quarter turn, blurred, noisy, unevenly lit, seen at an angle and
-re-encoded as JPEG.
+Pages of class notes (calculus, biology, history: 9-11 lines) are rendered with DejaVu TrueType fonts on
+paper-like backgrounds lying on a desk, then degraded the way phone photos of notes are.  The classes
+(PHOTO_CLASSES): clean, rotated (6.5 degrees), blurred_noisy (blur, sensor noise, JPEG quality 45),
+uneven_light (lamp gradient, vignette, hand shadow, ruled paper), perspective (keystone and lean),
+turned_90, upside_down, chalkboard (light writing on a dark board) and phone (all of it at once); plus a
+12-megapixel photo for timing.  Files: every format the loader takes (HEIC too), EXIF-orientation
+variants stored turned, and hostile files (decompression bombs, truncated and garbled images, a PDF and a
+text file posing as photos, multi-page TIFF).
 """
 
 from __future__ import annotations

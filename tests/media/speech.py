@@ -158,7 +158,8 @@ def read_wav(path: Path) -> tuple[npt.NDArray[np.float32], int]:
     with wave.open(str(path), "rb") as wav:
         rate, channels = wav.getframerate(), wav.getnchannels()
         data = np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2")
-    return (data.reshape(-1, channels).T.astype(np.float32) / 32768.0), rate
+    pcm = np.ascontiguousarray(data.reshape(-1, channels).T, dtype=np.float32) / np.float32(32768.0)
+    return pcm.astype(np.float32), rate
 
 
 def write_wav(path: Path, pcm: npt.NDArray[np.float32], sample_rate: int) -> Path:
@@ -179,7 +180,8 @@ def _spoken(text: str, voice: str, words_per_minute: int = 150) -> npt.NDArray[n
         wav = speak(
             text, Path(tmp) / "s.wav", voice=voice, words_per_minute=words_per_minute, sample_rate=SAMPLE_RATE
         )
-        return read_wav(wav)[0][0]
+        pcm, _ = read_wav(wav)
+        return np.ascontiguousarray(pcm[0], dtype=np.float32)
 
 
 def make_two_speaker_stereo(
