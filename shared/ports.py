@@ -19,7 +19,9 @@ class SourceRow:
     title: str
     created_at: datetime
     text: str | None
+    """The stored text: a note's content, a photo's extracted_text, a recording's transcript_text."""
     vector_id: str | None
+    storage_url: str | None = None
 
 
 class Tracker(Protocol):

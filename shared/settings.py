@@ -104,7 +104,9 @@ class Settings(BaseSettings):
     max_file_bytes: int = Field(default=2 * 1024**3, gt=0, description="Largest upload accepted, any kind.")
 
     stall_seconds: float = Field(
-        default=300.0, gt=0, description="A stage working with no heartbeat for this long is reported as stalled."
+        default=300.0,
+        gt=0,
+        description="A stage working with no heartbeat for this long is reported as stalled.",
     )
 
     log_format: Literal["auto", "json", "console"] = "auto"

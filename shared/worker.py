@@ -296,7 +296,16 @@ class Worker:
             log.info("event_already_processed", event_id=str(event.event_id), event_type=event.event_type)
             return True
         ref: SourceRef | None = getattr(event, "source", None)
-        if ref is not None and await jobs.job_status(self.pool, source_id=ref.source_id) == "failed":
+        if ref is None:
+            return False
+        state = await jobs.job_state(self.pool, source_id=ref.source_id)
+        if state is not None and state[1] > ref.generation:
+            # A reprocess started since: this event belongs to a run that no longer counts.
+            log.info(
+                "event_of_earlier_generation_skipped", event_id=str(event.event_id), generation=ref.generation
+            )
+            return True
+        if state is not None and state[0] == "failed":
             # Other pieces of a failed source must not go on to write vectors nobody will see as complete.
             log.info(
                 "event_of_failed_source_skipped", event_id=str(event.event_id), event_type=event.event_type

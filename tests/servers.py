@@ -50,14 +50,25 @@ def kafka_broker(devstack_home: Path) -> Iterator[ServerProcess]:
         stop_process(server)
 
 
+CURRENT: dict[str, ServerProcess] = {}
+"""The live process of each session server: a test that restarts one (same port, new pid) records it here."""
+
+
+def restart_chroma(server: ServerProcess, home: Path) -> ServerProcess:
+    """Start Chroma again on the same port and data after a test stopped it; returns the new process."""
+    CURRENT["chroma"] = start_chroma(home, port=server.port)
+    return CURRENT["chroma"]
+
+
 @pytest.fixture(scope="session")
 def chroma_server(devstack_home: Path) -> Iterator[ServerProcess]:
-    """A Chroma server; its ``url`` is the base HTTP URL."""
+    """A Chroma server; its ``url`` is the base HTTP URL (restarts keep the port: see restart_chroma)."""
     server = start_chroma(devstack_home)
+    CURRENT["chroma"] = server
     try:
         yield server
     finally:
-        stop_process(server)
+        stop_process(CURRENT.pop("chroma", server))
 
 
 @pytest.fixture

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from functools import partial
 from collections.abc import Sequence
+from functools import partial
 
 import asyncpg
-from shared.media.pdf import extract_pages, inspect_pdf
 
 from services.chunking.handlers import BookInfo, RangeProgress
 from shared.db import pieces, sources
 from shared.events.models import SourceRef, TextbookPagesQueued, TextSegment
 from shared.events.parts import clean_text
+from shared.media.pdf import extract_pages, inspect_pdf
 from shared.storage import LocalStorage
 
 SERVICE = "chunking"

@@ -28,8 +28,11 @@ class PostgresLedger:
                 batch_index=event.batch_index,
                 batch_count=event.batch_count,
                 chunk_count=len(event.chunks),
+                generation=event.source.generation,
             )
-            return await jobs.indexed_chunk_count(conn, source_id=event.source.source_id)
+            return await jobs.indexed_chunk_count(
+                conn, source_id=event.source.source_id, generation=event.source.generation
+            )
 
     async def complete(self, source: SourceRef, *, chunk_count: int) -> bool:
         """Set the row's vector_id (textbooks: total_chunks, embedding_status) and complete the job, atomically."""

@@ -21,6 +21,9 @@ class VectorStore(Protocol):
     async def upsert(self, records: Sequence[VectorRecord]) -> None:
         """Write (or overwrite) records durably."""
 
+    async def promote(self, source: SourceRef) -> None:
+        """Show a reprocessed source's current generation and remove every other one, in one step."""
+
     async def delete_records(self, records: Sequence[VectorRecord]) -> None:
         """Delete exactly these records."""
 
@@ -91,6 +94,10 @@ async def index_chunks(
             results.append((event, PermanentError("no_text", "no text could be found in the source")))
             continue
         outgoing: list[Envelope] = []
+        if source.generation > 0:
+            # A reprocess: the new chunks were written hidden; show them and drop the old ones now.
+            for store in stores:
+                await store.promote(source)
         if await ledger.complete(source, chunk_count=total):
             await tracker.finished(source.source_id, SERVICE, units_done=total)
             outgoing.append(

@@ -7,7 +7,7 @@ import uuid
 import asyncpg
 
 from shared.db import deletions, jobs, owners, sources
-from shared.events.models import SourceUploaded
+from shared.events.models import SourceReprocessRequested, SourceUploaded
 from shared.ports import SourceRow
 from shared.storage import StoredFile
 
@@ -29,6 +29,19 @@ class PostgresDirectory:
     async def is_deleted(self, *, user_id: uuid.UUID, class_id: uuid.UUID, source_id: uuid.UUID) -> bool:
         """Whether the source, its class or its user was deleted."""
         return bool(await deletions.deleted_sources(self.pool, sources=[(source_id, class_id, user_id)]))
+
+    async def begin_reprocess(self, event: SourceReprocessRequested, *, next_stage: str) -> int | None:
+        """Start the next generation of a finished source; None if it is still processing or was deleted."""
+        from_stage = "embedding" if next_stage == "embedding" else "upload"
+        async with self.pool.acquire() as conn, conn.transaction():
+            generation = await jobs.begin_reprocess(conn, source_id=event.source_id, from_stage=from_stage)
+            if generation is None:
+                return None
+            if from_stage == "upload":
+                await sources.reset_status(conn, kind=event.kind, source_id=event.source_id)
+                await jobs.finish_stage(conn, source_id=event.source_id, stage="upload")
+            await jobs.enqueue_stage(conn, source_id=event.source_id, stage=next_stage)
+            return generation
 
     async def accept(
         self, event: SourceUploaded, *, text: str | None, stored: StoredFile | None, next_stage: str

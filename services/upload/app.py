@@ -8,10 +8,10 @@ from contextlib import asynccontextmanager
 from faststream.kafka.annotations import KafkaMessage
 
 from services.upload.adapters import PostgresDirectory
-from services.upload.handlers import SERVICE, Limits, accept_upload
+from services.upload.handlers import SERVICE, Limits, accept_upload, reprocess_source
 from shared.broker import consumer_options
 from shared.events import topics
-from shared.events.models import SourceUploaded
+from shared.events.models import SourceReprocessRequested, SourceUploaded
 from shared.service import Runtime
 from shared.storage import LocalStorage
 
@@ -42,6 +42,19 @@ async def on_source_uploaded(message: KafkaMessage) -> None:
         lambda event: accept_upload(
             event, directory=PostgresDirectory(runtime.pool), storage=storage, limits=limits
         ),
+    )
+
+
+@broker.subscriber(
+    topics.SOURCE_REPROCESS,
+    **consumer_options(runtime.settings, service=SERVICE, topic=topics.SOURCE_REPROCESS),
+)
+async def on_source_reprocess(message: KafkaMessage) -> None:
+    """Run a finished source again from a stage."""
+    await runtime.worker.handle(
+        message.raw_message,
+        SourceReprocessRequested,
+        lambda event: reprocess_source(event, directory=PostgresDirectory(runtime.pool)),
     )
 
 

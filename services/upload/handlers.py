@@ -12,6 +12,7 @@ from shared.events.models import (
     Envelope,
     PhotoUploaded,
     SourceRef,
+    SourceReprocessRequested,
     SourceUploaded,
     TextbookUploaded,
     TextExtracted,
@@ -48,6 +49,9 @@ class Directory(Protocol):
 
     async def is_deleted(self, *, user_id: uuid.UUID, class_id: uuid.UUID, source_id: uuid.UUID) -> bool:
         """Whether the source, its class or its user was deleted."""
+
+    async def begin_reprocess(self, event: SourceReprocessRequested, *, next_stage: str) -> int | None:
+        """Start the next generation of a finished source; None if it is still processing or was deleted."""
 
     async def accept(
         self, event: SourceUploaded, *, text: str | None, stored: StoredFile | None, next_stage: str
@@ -138,5 +142,62 @@ async def accept_upload(
             storage_url=stored.url,
             media_type=event.media_type,
             size_bytes=stored.size_bytes,
+        )
+    ]
+
+
+async def reprocess_source(event: SourceReprocessRequested, *, directory: Directory) -> list[Envelope]:
+    """Run a finished source again from a stage, as its next generation; its old vectors stay searchable until
+    the new ones are all in, and are then replaced in one step."""
+    row = await directory.find_source(event.kind, event.source_id)
+    if row is None:
+        raise PermanentError("unknown_row", f"no {event.kind} row with id {event.source_id}")
+    if (row.user_id, row.class_id) != (event.user_id, event.class_id):
+        raise PermanentError(
+            "row_not_owned", f"{event.kind} row {event.source_id} does not belong to this user and class"
+        )
+    from_text = event.kind == "note" or event.from_stage == "embedding"
+    if from_text and event.kind in ("audio", "textbook"):
+        raise PermanentError(
+            "unsupported_reprocess",
+            f"a {event.kind} keeps no text with page or time spans: reprocess it from upload",
+        )
+    text = clean_text(row.text) if from_text and row.text else None
+    if from_text and not (text and text.strip()):
+        raise PermanentError("empty_text", f"the {event.kind} row has no stored text to embed")
+    if not from_text and not row.storage_url:
+        raise PermanentError("file_not_found", f"the {event.kind} row has no file URL")
+    next_stage = "embedding" if from_text else NEXT_STAGE_OF_KIND[event.kind]
+    generation = await directory.begin_reprocess(event, next_stage=next_stage)
+    if generation is None:
+        raise PermanentError(
+            "source_busy", f"{event.kind} {event.source_id} is still being processed, or was deleted"
+        )
+    source = SourceRef(
+        source_id=row.source_id,
+        kind=event.kind,
+        user_id=event.user_id,
+        class_id=event.class_id,
+        title=row.title,
+        created_at=row.created_at,
+        generation=generation,
+    )
+    if text is not None:
+        parts = split_into_parts([TextSegment(text=text)])
+        return [
+            TextExtracted(
+                **event.follow(f"TextExtracted/{i}", producer=SERVICE),
+                source=source,
+                segments=segments,
+                part_index=i,
+                part_count=len(parts),
+            )
+            for i, segments in enumerate(parts)
+        ]
+    assert row.storage_url is not None
+    media_event = MEDIA_EVENT_OF_KIND[event.kind]
+    return [
+        media_event(
+            **event.follow(media_event.__name__, producer=SERVICE), source=source, storage_url=row.storage_url
         )
     ]

@@ -334,6 +334,33 @@ async def publish_deletion(
     return event
 
 
+async def publish_reprocess(
+    settings: Settings,
+    *,
+    source_id: uuid.UUID,
+    kind: str,
+    user_id: uuid.UUID,
+    class_id: uuid.UUID,
+    from_stage: str,
+) -> SourceReprocessRequested:
+    """Ask for a finished source to be processed again from a stage."""
+    event_id = uuid.uuid4()
+    event = SourceReprocessRequested(
+        event_id=event_id,
+        correlation_id=event_id,
+        producer=PRODUCER,
+        source_id=source_id,
+        kind=kind,  # type: ignore[arg-type]
+        user_id=user_id,
+        class_id=class_id,
+        from_stage=from_stage,  # type: ignore[arg-type]
+    )
+    broker = make_broker(settings, service="cli")
+    async with broker:
+        await publish(broker, event)
+    return event
+
+
 async def read_dead_letters(settings: Settings) -> list[DeadLetter]:
     """Every dead letter on the topic, oldest first (read from the beginning, no consumer group)."""
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False)

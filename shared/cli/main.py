@@ -337,6 +337,27 @@ def delete(
     typer.echo(f"published {event.scope} delete {event.event_id}")
 
 
+@app.command()
+def reprocess(
+    source: Annotated[uuid.UUID, typer.Argument(help="The source to run again.")],
+    kind: Annotated[str, typer.Option(help="audio | photo | textbook | note")],
+    user: UserOpt = ...,  # type: ignore[assignment]
+    class_: ClassOpt = ...,  # type: ignore[assignment]
+    from_stage: Annotated[
+        str, typer.Option("--from", help="upload (everything) or embedding (stored text).")
+    ] = "upload",
+) -> None:
+    """Run a finished source again; its vectors are replaced in one step once the new run is complete."""
+    from shared.cli.backend import publish_reprocess
+
+    event = asyncio.run(
+        publish_reprocess(
+            settings(), source_id=source, kind=kind, user_id=user, class_id=class_, from_stage=from_stage
+        )
+    )
+    typer.echo(f"published reprocess {event.event_id} of {kind} {source} from {from_stage}")
+
+
 @dlq.command("list")
 def dlq_list(as_json: JsonOpt = False) -> None:
     """Every dead letter: where it came from, why it was parked, how often it was tried."""

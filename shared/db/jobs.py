@@ -207,12 +207,14 @@ async def record_batch(
     batch_index: int,
     batch_count: int,
     chunk_count: int,
+    generation: int = 0,
 ) -> None:
     """Record that one embedded batch is durably in both vector stores (once, however often delivered)."""
     await conn.execute(
         """
-        INSERT INTO ingest_batches (source_id, part_index, part_count, batch_index, batch_count, chunk_count)
-        VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING
+        INSERT INTO ingest_batches (source_id, generation, part_index, part_count, batch_index, batch_count,
+                                    chunk_count)
+        VALUES ($1, $7, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING
         """,
         source_id,
         part_index,
@@ -220,17 +222,20 @@ async def record_batch(
         batch_index,
         batch_count,
         chunk_count,
+        generation,
     )
 
 
-async def indexed_chunk_count(conn: Executor, *, source_id: uuid.UUID) -> tuple[int, int | None]:
-    """Chunks indexed so far, and the total if every batch of every part is in (else None)."""
+async def indexed_chunk_count(
+    conn: Executor, *, source_id: uuid.UUID, generation: int = 0
+) -> tuple[int, int | None]:
+    """Chunks of a generation indexed so far, and the total if every batch of every part is in (else None)."""
     record = await conn.fetchrow(
         """
         WITH parts AS (
           SELECT part_index, MAX(part_count) AS part_count, MAX(batch_count) AS batch_count,
                  COUNT(*) AS batches, SUM(chunk_count) AS chunks
-            FROM ingest_batches WHERE source_id = $1 GROUP BY part_index
+            FROM ingest_batches WHERE source_id = $1 AND generation = $2 GROUP BY part_index
         )
         SELECT COALESCE(SUM(chunks), 0) AS chunks,
                COUNT(*) FILTER (WHERE batches = batch_count) AS complete_parts,
@@ -238,6 +243,7 @@ async def indexed_chunk_count(conn: Executor, *, source_id: uuid.UUID) -> tuple[
           FROM parts
         """,
         source_id,
+        generation,
     )
     assert record is not None
     chunks = int(record["chunks"])
@@ -278,6 +284,41 @@ async def reopen_job(conn: Executor, *, source_id: uuid.UUID) -> bool:
         source_id,
     )
     return True
+
+
+async def job_state(conn: Executor, *, source_id: uuid.UUID) -> tuple[str, int] | None:
+    """A job's status and current generation, or None if there is no such job."""
+    record = await conn.fetchrow("SELECT status, generation FROM ingest_jobs WHERE source_id = $1", source_id)
+    return (record["status"], record["generation"]) if record else None
+
+
+async def begin_reprocess(conn: Executor, *, source_id: uuid.UUID, from_stage: str) -> int | None:
+    """Start the next generation of a finished source (completed, or failed for a reason other than deletion);
+    returns it, or None if the source is still being processed, deleted or unknown."""
+    generation: int | None = await conn.fetchval(
+        """
+        UPDATE ingest_jobs SET generation = generation + 1, status = 'processing', stage = $2, error_code = NULL,
+               error_message = NULL, chunk_count = NULL, finished_at = NULL, updated_at = NOW()
+         WHERE source_id = $1 AND (status = 'completed' OR (status = 'failed' AND error_code IS DISTINCT FROM 'deleted'))
+        RETURNING generation
+        """,
+        source_id,
+        from_stage,
+    )
+    if generation is None:
+        return None
+    # The stages from the restart point on run again; pieces of earlier runs are not reused.
+    await conn.execute(
+        """
+        DELETE FROM ingest_stages WHERE source_id = $1
+           AND array_position(ARRAY['upload', 'transcription', 'ocr', 'chunking', 'embedding', 'indexing'], stage::text)
+               >= array_position(ARRAY['upload', 'transcription', 'ocr', 'chunking', 'embedding', 'indexing'], $2::text)
+        """,
+        source_id,
+        from_stage,
+    )
+    await conn.execute("DELETE FROM ingest_pieces WHERE source_id = $1", source_id)
+    return generation
 
 
 async def job_status(conn: Executor, *, source_id: uuid.UUID) -> str | None:

@@ -53,6 +53,7 @@ def _row(kind: str, record: asyncpg.Record) -> SourceRow:
         created_at=created.replace(tzinfo=UTC) if created.tzinfo is None else created,
         text=record["text"],
         vector_id=record["vector_id"],
+        storage_url=record["storage_url"],
     )
 
 
@@ -60,11 +61,14 @@ async def get_source(
     conn: asyncpg.Pool | asyncpg.Connection, *, kind: str, source_id: uuid.UUID
 ) -> SourceRow | None:
     """The content row of a source, or None."""
-    text_col = "content" if kind == "note" else "NULL::text"
+    text_col = {"note": "content", "photo": "extracted_text", "audio": "transcript_text"}.get(
+        kind, "NULL::text"
+    )
     vector_col = "NULL::varchar" if kind == "textbook" else "vector_id"
+    url_col = URL_COLUMN_OF_KIND.get(kind, "NULL::text")
     record = await conn.fetchrow(
-        f"SELECT id, user_id, class_id, title, created_at, {text_col} AS text, {vector_col} AS vector_id "  # noqa: S608
-        f"FROM {_table(kind)} WHERE id = $1",
+        f"SELECT id, user_id, class_id, title, created_at, {text_col} AS text, {vector_col} AS vector_id, "  # noqa: S608
+        f"{url_col} AS storage_url FROM {_table(kind)} WHERE id = $1",
         source_id,
     )
     return _row(kind, record) if record else None
@@ -143,6 +147,16 @@ async def set_status(
         list(_ALLOWED_FROM[status]),
     )
     return result != "UPDATE 0"
+
+
+async def reset_status(conn: asyncpg.Pool | asyncpg.Connection, *, kind: str, source_id: uuid.UUID) -> None:
+    """A reprocess from the start: the row's status column is pending again (an explicit, operator's step)."""
+    column = STATUS_COLUMN_OF_KIND[kind]
+    if column is not None:
+        await conn.execute(
+            f"UPDATE {_table(kind)} SET {column} = 'pending', updated_at = NOW() WHERE id = $1",  # noqa: S608
+            source_id,
+        )
 
 
 async def reopen_status(conn: asyncpg.Pool | asyncpg.Connection, *, kind: str, source_id: uuid.UUID) -> None:

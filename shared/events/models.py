@@ -91,6 +91,11 @@ class SourceRef(BaseModel):
     class_id: uuid.UUID = Field(description="The class it belongs to.")
     title: str = Field(max_length=200, description="Title shown to the student.")
     created_at: AwareDatetime = Field(description="When the source row was created.")
+    generation: int = Field(
+        default=0,
+        ge=0,
+        description="Which processing of the source this is: 0 first, +1 with every reprocess.",
+    )
 
     @property
     def content_type(self) -> ContentType:
@@ -332,6 +337,28 @@ class SourceFailed(Envelope):
         return str(self.source_id or self.event_id).encode()
 
 
+class SourceReprocessRequested(Envelope):
+    """Re-run a finished source (completed or failed) from a stage, e.g. after a better model or a fixed bug;
+    the old vectors stay searchable until the new ones replace them in one step."""
+
+    TOPIC: ClassVar[str] = topics.SOURCE_REPROCESS
+    event_type: Literal["SourceReprocessRequested"] = "SourceReprocessRequested"
+
+    source_id: uuid.UUID
+    kind: SourceKind
+    user_id: uuid.UUID = Field(description="Must own the source.")
+    class_id: uuid.UUID = Field(description="Must be the source's class.")
+    from_stage: Literal["upload", "embedding"] = Field(
+        default="upload",
+        description="upload: extract everything again; embedding: re-chunk and re-embed the stored text "
+        "(notes and photos, whose text is in their row).",
+    )
+
+    def key(self) -> bytes:
+        """The Kafka key: the source id."""
+        return str(self.source_id).encode()
+
+
 class SourceDeleted(Envelope):
     """The backend deleted a source, a whole class or a whole user; their vectors must go from both stores,
     including chunks still in flight when this arrives."""
@@ -397,6 +424,7 @@ EVENT_MODELS: tuple[type[Envelope], ...] = (
     ChunksEmbedded,
     SourceIndexed,
     SourceFailed,
+    SourceReprocessRequested,
     SourceDeleted,
 )
 """Every enveloped event; each is the only event type of its topic."""

@@ -18,6 +18,8 @@ TEXT_EXTRACTED: Final = "lmgpa.text.extracted.v1"
 CHUNKS_EMBEDDED: Final = "lmgpa.chunks.embedded.v1"
 SOURCE_INDEXED: Final = "lmgpa.source.indexed.v1"
 SOURCE_FAILED: Final = "lmgpa.source.failed.v1"
+SOURCE_REPROCESS: Final = "lmgpa.source.reprocess.v1"
+"""Re-run a finished source from a stage; its vectors are replaced atomically from a reader's point of view."""
 SOURCE_DELETED: Final = "lmgpa.source.deleted.v1"
 """The backend deleted a source, a class or a user: every vector of it must go."""
 DEAD_LETTER: Final = "lmgpa.deadletter.v1"
@@ -34,12 +36,13 @@ ALL_TOPICS: Final[tuple[str, ...]] = (
     CHUNKS_EMBEDDED,
     SOURCE_INDEXED,
     SOURCE_FAILED,
+    SOURCE_REPROCESS,
     SOURCE_DELETED,
     DEAD_LETTER,
 )
 
 SERVICE_INPUTS: Final[dict[str, tuple[str, ...]]] = {
-    "upload": (SOURCE_UPLOADED,),
+    "upload": (SOURCE_UPLOADED, SOURCE_REPROCESS),
     "transcription": (AUDIO_UPLOADED, AUDIO_PIECES),
     "ocr": (PHOTO_UPLOADED,),
     "chunking": (TEXTBOOK_UPLOADED, TEXTBOOK_PAGES),
@@ -61,6 +64,7 @@ PRODUCERS: Final[dict[str, tuple[str, ...]]] = {
     CHUNKS_EMBEDDED: ("embedding",),
     SOURCE_INDEXED: ("indexing",),
     SOURCE_FAILED: SERVICES,
+    SOURCE_REPROCESS: ("backend",),
     SOURCE_DELETED: ("backend",),
     DEAD_LETTER: SERVICES,
 }

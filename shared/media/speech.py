@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from shared.media.audio import downmix
 from shared.media.whisper_models import base_dir, openai_checkpoint, tiny_en_dir
 
 SAMPLE_RATE = 16000
@@ -217,8 +218,7 @@ def transcribe_channels(
     if pcm.ndim == 1:
         pcm = pcm[np.newaxis, :]
     if channels is None:
-        mono = np.ascontiguousarray(pcm.mean(axis=0, dtype=np.float32), dtype=np.float32)
-        return engine.transcribe(mono, offset_seconds=offset_seconds)
+        return engine.transcribe(downmix(pcm), offset_seconds=offset_seconds)
     segments: list[SpeechSegment] = []
     for channel in channels:
         for seg in engine.transcribe(np.ascontiguousarray(pcm[channel]), offset_seconds=offset_seconds):

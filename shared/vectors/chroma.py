@@ -16,6 +16,7 @@ from chromadb.config import Settings as ChromaSettings
 from chromadb.errors import ChromaError, InternalError, RateLimitError
 
 from shared.errors import TransientError
+from shared.events.models import SourceRef
 from shared.settings import Settings
 from shared.vectors.records import SearchHit, VectorRecord, chroma_collection_name
 
@@ -92,7 +93,7 @@ class ChromaStore:
             result = await collection.query(
                 query_embeddings=[float(x) for x in vector],  # one query vector
                 n_results=limit,
-                where={"user_id": str(user_id)},
+                where={"$and": [{"user_id": str(user_id)}, {"visible": True}]},
                 include=["documents", "metadatas", "distances"],
             )
             documents, metadatas, distances = result["documents"], result["metadatas"], result["distances"]
@@ -133,6 +134,30 @@ class ChromaStore:
         except (httpx.TransportError, ConnectionError, InternalError, RateLimitError) as error:
             raise TransientError("chroma_unavailable", str(error)[:300]) from error
         return removed
+
+    async def promote(self, source: SourceRef) -> None:
+        """Show a reprocessed source's new generation, then drop every other one (two requests: Chroma has no
+        batch of mixed operations; a search between them sees the new generation and the old, for one step)."""
+        collection = chroma_collection_name(source.user_id, source.class_id, source.content_type)
+        source_id, generation = source.source_id, source.generation
+        existing = {c.name for c in await self.client.list_collections()}
+        if collection not in existing:
+            return
+        coll = await self.client.get_collection(collection)
+        try:
+            new = await coll.get(
+                where={"$and": [{"source_id": str(source_id)}, {"generation": generation}]},
+                include=["metadatas"],
+            )
+            if new["ids"]:
+                metadatas: Any = [{**dict(m), "visible": True} for m in new["metadatas"] or []]
+                await coll.update(ids=new["ids"], metadatas=metadatas)
+            others: Any = {"$and": [{"source_id": str(source_id)}, {"generation": {"$ne": generation}}]}
+            old = await coll.get(where=others, include=[])
+            if old["ids"]:
+                await coll.delete(ids=old["ids"])
+        except (httpx.TransportError, ConnectionError, InternalError, RateLimitError) as error:
+            raise TransientError("chroma_unavailable", str(error)[:300]) from error
 
     async def delete_records(self, records: Sequence[VectorRecord]) -> None:
         """Delete exactly these documents."""

@@ -10,6 +10,7 @@ from qdrant_client import AsyncQdrantClient, models
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
 from shared.errors import TransientError
+from shared.events.models import SourceRef
 from shared.settings import Settings
 from shared.vectors.records import SearchHit, VectorRecord
 
@@ -19,6 +20,7 @@ PAYLOAD_INDEXES: dict[str, models.PayloadSchemaType | models.KeywordIndexParams]
     "class_id": models.PayloadSchemaType.KEYWORD,
     "content_type": models.PayloadSchemaType.KEYWORD,
     "source_id": models.PayloadSchemaType.KEYWORD,
+    "visible": models.PayloadSchemaType.BOOL,
 }
 
 
@@ -39,11 +41,16 @@ def _filter(
     class_id: uuid.UUID | str | None = None,
     content_type: str | None = None,
     source_id: uuid.UUID | str | None = None,
+    visible_only: bool = False,
 ) -> models.Filter:
-    must = [models.FieldCondition(key="user_id", match=models.MatchValue(value=str(user_id)))]
+    must: list[models.Condition] = [
+        models.FieldCondition(key="user_id", match=models.MatchValue(value=str(user_id)))
+    ]
     for key, value in (("class_id", class_id), ("content_type", content_type), ("source_id", source_id)):
         if value is not None:
             must.append(models.FieldCondition(key=key, match=models.MatchValue(value=str(value))))
+    if visible_only:
+        must.append(models.FieldCondition(key="visible", match=models.MatchValue(value=True)))
     return models.Filter(must=must)
 
 
@@ -103,7 +110,9 @@ class QdrantStore:
         response = await self.client.query_points(
             self.collection,
             query=list(vector),
-            query_filter=_filter(user_id=user_id, class_id=class_id, content_type=content_type),
+            query_filter=_filter(
+                user_id=user_id, class_id=class_id, content_type=content_type, visible_only=True
+            ),
             limit=limit,
             with_payload=True,
         )
@@ -156,6 +165,29 @@ class QdrantStore:
                     self.collection, points_selector=models.FilterSelector(filter=flt), wait=True
                 )
             return found
+        except (ResponseHandlingException, UnexpectedResponse) as error:
+            raise TransientError("qdrant_unavailable", str(error)[:300]) from error
+
+    async def promote(self, source: SourceRef) -> None:
+        """Show a reprocessed source's new generation and drop every other one, in one batch request."""
+        mine = _filter(user_id=source.user_id, source_id=source.source_id)
+        this = models.FieldCondition(key="generation", match=models.MatchValue(value=source.generation))
+        try:
+            await self.client.batch_update_points(
+                self.collection,
+                update_operations=[
+                    models.SetPayloadOperation(
+                        set_payload=models.SetPayload(
+                            payload={"visible": True},
+                            filter=models.Filter(must=[*(mine.must or []), this]),
+                        )
+                    ),
+                    models.DeleteOperation(
+                        delete=models.FilterSelector(filter=models.Filter(must=mine.must, must_not=[this]))
+                    ),
+                ],
+                wait=True,
+            )
         except (ResponseHandlingException, UnexpectedResponse) as error:
             raise TransientError("qdrant_unavailable", str(error)[:300]) from error
 

@@ -13,9 +13,18 @@ LOW_CONFIDENCE = 60.0
 POINT_NAMESPACE = uuid.UUID("0b9f7a1e-3f58-4a6f-8d8e-2f4a9c1d7e55")
 
 
-def point_id(source_id: uuid.UUID, chunk_index: int) -> str:
-    """Qdrant point id of a chunk: the same (source, chunk) always gives the same id, so replays overwrite."""
-    return str(uuid.uuid5(POINT_NAMESPACE, f"{source_id}:{chunk_index}"))
+def point_id(source_id: uuid.UUID, chunk_index: int, generation: int = 0) -> str:
+    """Qdrant point id of a chunk: the same (source, chunk, generation) always gives the same id, so replays
+    overwrite; a reprocess (generation > 0) writes beside the old points until it replaces them."""
+    key = f"{source_id}:{chunk_index}" if generation == 0 else f"{source_id}:{generation}:{chunk_index}"
+    return str(uuid.uuid5(POINT_NAMESPACE, key))
+
+
+def document_id(source: SourceRef, chunk_index: int) -> str:
+    """The design's Chroma id: ``<prefix>_<source>_<chunk>`` (a reprocess adds ``g<generation>``)."""
+    if source.generation == 0:
+        return f"{source.vector_id}_{chunk_index}"
+    return f"{source.vector_id}_g{source.generation}_{chunk_index}"
 
 
 def chroma_collection_name(user_id: uuid.UUID | str, class_id: uuid.UUID | str, content_type: str) -> str:
@@ -52,6 +61,10 @@ def to_record(source: SourceRef, chunk: EmbeddedChunk, *, model: str) -> VectorR
         "chunk_index": chunk.chunk_index,
         "token_count": chunk.token_count,
         "model": model,
+        "generation": source.generation,
+        # A first run is searchable at once; a reprocess stays hidden until all of it is in, then is shown and
+        # the previous generation removed in one step (shared.vectors.*.promote).
+        "visible": source.generation == 0,
         "page_start": chunk.page_start,
         "page_end": chunk.page_end,
         "start_seconds": chunk.start_seconds,
@@ -60,8 +73,8 @@ def to_record(source: SourceRef, chunk: EmbeddedChunk, *, model: str) -> VectorR
         "low_confidence": None if chunk.confidence is None else chunk.confidence < LOW_CONFIDENCE,
     }
     return VectorRecord(
-        point_id=point_id(source.source_id, chunk.chunk_index),
-        document_id=f"{source.vector_id}_{chunk.chunk_index}",
+        point_id=point_id(source.source_id, chunk.chunk_index, source.generation),
+        document_id=document_id(source, chunk.chunk_index),
         vector=decode_vector(chunk.vector),
         document=chunk.text,
         # Chroma refuses None values; an absent key means "not applicable".

@@ -14,6 +14,7 @@ from shared.devstack.servers import ServerProcess
 from shared.events import topics
 from tests.harness import Harness
 from tests.integration.test_pipeline import note_event
+from tests.servers import restart_chroma
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -58,7 +59,7 @@ async def test_a_spent_retry_budget_fails_the_source_and_a_replay_after_the_fix_
         letters = await wait_letter(pipeline, lambda d: d.original_key == str(event.source_id))
         assert letters[0].original_topic == topics.CHUNKS_EMBEDDED and letters[0].attempts == 3  # type: ignore[attr-defined]
     finally:
-        restarted = servers.start_chroma(devstack_home, port=chroma_server.port)  # type: ignore[arg-type]
+        restarted = restart_chroma(chroma_server, devstack_home)  # type: ignore[arg-type]
         assert restarted.port == chroma_server.port
     assert await replay_dead_letters(pipeline.settings, letters) == 1  # type: ignore[arg-type]
     job = await pipeline.wait_job(event.source_id)

@@ -25,6 +25,7 @@ from shared.events.models import (
     SourceFailed,
     SourceIndexed,
     SourceRef,
+    SourceReprocessRequested,
     SourceUploaded,
     TextbookPagesQueued,
     TextbookUploaded,
@@ -176,7 +177,10 @@ def one_of_each() -> list[Envelope]:
     deleted = SourceDeleted(
         correlation_id=JOB, producer="backend", user_id=USER, class_id=CLASS, source_id=ROW_ID, kind="audio"
     )
-    return [up, audio, photo, book, piece, pages, text, embedded, indexed, failed, deleted]
+    again = SourceReprocessRequested(
+        correlation_id=JOB, producer="backend", source_id=ROW_ID, kind="audio", user_id=USER, class_id=CLASS
+    )
+    return [up, audio, photo, book, piece, pages, text, embedded, indexed, failed, deleted, again]
 
 
 def test_one_of_each_covers_every_event_model() -> None:
