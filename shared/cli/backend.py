@@ -22,6 +22,7 @@ from shared.events.models import (
     MODEL_OF_TOPIC,
     DeadLetter,
     SourceDeleted,
+    SourceReprocessRequested,
     SourceUploaded,
 )
 from shared.events.topics import ALL_TOPICS
