@@ -351,10 +351,10 @@ async def publish_reprocess(
         correlation_id=event_id,
         producer=PRODUCER,
         source_id=source_id,
-        kind=kind,  # type: ignore[arg-type]
+        kind=kind,
         user_id=user_id,
         class_id=class_id,
-        from_stage=from_stage,  # type: ignore[arg-type]
+        from_stage=from_stage,
     )
     broker = make_broker(settings, service="cli")
     async with broker:
