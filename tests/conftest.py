@@ -37,3 +37,14 @@ async def pipeline(
         services=("upload", "embedding", "indexing"),
     ) as harness:
         yield harness
+
+
+@pytest.fixture
+def report(capsys: pytest.CaptureFixture[str]) -> object:
+    """Print figures a test measured so they show in the run's output (CI's too), not only on failure."""
+
+    def write(text: str) -> None:
+        with capsys.disabled():
+            print(text, flush=True)
+
+    return write

@@ -264,7 +264,7 @@ def test_a_recording_a_photo_and_a_textbook_become_searchable(
 
 
 def test_an_hour_of_audio_and_a_scanned_book_show_progress_while_they_run(
-    media_stack: tuple[Path, dict[str, str]], tmp_path: Path
+    media_stack: tuple[Path, dict[str, str]], tmp_path: Path, report: Any
 ) -> None:
     home, _ = media_stack
     user, klass = uuid.uuid4(), uuid.uuid4()
@@ -303,6 +303,6 @@ def test_an_hour_of_audio_and_a_scanned_book_show_progress_while_they_run(
     [book_source] = [s for s in done.values() if s["kind"] == "textbook"]
     chunking = next(s for s in book_source["stages"] if s["stage"] == "chunking")
     assert (chunking["units_done"], chunking["units_total"], chunking["unit"]) == (30, 30, "pages")
-    print(
+    report(
         f"\nprogress seen: transcription {sorted(seen['transcription'])}, chunking {sorted(seen['chunking'])}"
     )

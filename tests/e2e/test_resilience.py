@@ -292,7 +292,7 @@ def alive_workers(s: Stack) -> list[stack.WorkerProcess]:
 
 
 def test_a_corpus_of_bad_inputs_fails_cleanly_while_good_work_flows(
-    resilient_stack: Stack, tmp_path: Path
+    resilient_stack: Stack, tmp_path: Path, report: Any
 ) -> None:
     s = resilient_stack
     bad = bad_corpus(s, tmp_path)
@@ -334,7 +334,7 @@ def test_a_corpus_of_bad_inputs_fails_cleanly_while_good_work_flows(
             assert status == "completed", (case.name, code)
         else:
             assert (status, code) == ("failed", case.expect), case.name
-    print(f"\n{len(bad)} bad and {len(good)} good uploads:\n" + "\n".join(table))
+    report(f"\n{len(bad)} bad and {len(good)} good uploads:\n" + "\n".join(table))
     assert len(alive_workers(s)) == len(s.state.workers), "every worker is still up"
     reasons = asyncio.run(
         run_sql(
@@ -345,7 +345,7 @@ def test_a_corpus_of_bad_inputs_fails_cleanly_while_good_work_flows(
     assert all(r["error_message"] and len(r["error_message"]) > 10 for r in reasons), "every failure says why"
 
 
-def test_chaos_nothing_lost_nothing_duplicated(resilient_stack: Stack, tmp_path: Path) -> None:
+def test_chaos_nothing_lost_nothing_duplicated(resilient_stack: Stack, tmp_path: Path, report: Any) -> None:
     s = resilient_stack
     rng = random.Random(42)
     owner, klass = s.owner
@@ -502,7 +502,7 @@ def test_chaos_nothing_lost_nothing_duplicated(resilient_stack: Stack, tmp_path:
     ]
     duplicates = [k for k, n in keys.items() if n > 1]
     orphans = set(per_source) - {str(c.event.source_id) for c in completed}
-    print(
+    report(
         f"\nchaos: {len(cases)} sources ({len(completed)} good, {len(cases) - len(completed)} bad) in "
         f"{time.monotonic() - started:.0f} s; kill -9: {dict(kills)} ({sum(kills.values())} in all); outages: {outages}\n"
         f"expected chunks {expected_total}; qdrant points {sum(per_source.values())}; chroma documents {docs}; "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from typing import Any
 
 import pytest
 
@@ -35,7 +36,9 @@ async def generation_of(pipeline: Harness, source_id: uuid.UUID) -> tuple[str, i
     return row["status"], row["generation"]
 
 
-async def test_a_reprocess_replaces_the_vectors_atomically_for_readers(pipeline: Harness) -> None:
+async def test_a_reprocess_replaces_the_vectors_atomically_for_readers(
+    pipeline: Harness, report: Any
+) -> None:
     user_id, class_id = await pipeline.new_owner()
     first = note_event(user_id, class_id, long_note(4))
     await pipeline.publish(first)
@@ -78,7 +81,7 @@ async def test_a_reprocess_replaces_the_vectors_atomically_for_readers(pipeline:
         assert all(len(g) == 1 for g in polls), (store, sorted(set(polls)))
         order = [g[0] for g in polls]
         assert order[0] == 0 and order[-1] == 1 and order == sorted(order), store
-    print(
+    report(
         f"\nreaders' polls during the reprocess: { {k: len(v) for k, v in seen.items()} }, all single-generation"
     )
     # Only the new generation is left, all of it, in both stores.
