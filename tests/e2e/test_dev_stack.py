@@ -81,6 +81,17 @@ def test_ingest_status_search_and_replay_through_separate_processes(stack_home: 
         ).stdout
     )
     assert ingested["status"] == "completed" and ingested["kind"] == "note" and ingested["chunk_count"] >= 1
+    # Logs carry ids, never document text or secrets.
+    logs = "".join(p.read_text(errors="replace") for p in (stack_home / "logs").glob("*.log"))
+    assert ingested["source_id"] in logs
+    assert "citric acid" not in logs.lower() and "acetyl" not in logs.lower()
+    dsn = json.loads(
+        dict(
+            line.removeprefix("export ").split("=", 1)
+            for line in lmgpa(stack_home, "dev", "env").stdout.splitlines()
+        )["LMGPA_DATABASE_URL"]
+    )
+    assert dsn not in logs
     other = json.loads(
         lmgpa(
             stack_home,

@@ -269,7 +269,7 @@ def test_an_hour_of_audio_and_a_scanned_book_show_progress_while_they_run(
     home, _ = media_stack
     user, klass = uuid.uuid4(), uuid.uuid4()
     wav = tmp_path / "long.wav"
-    make_lecture(wav, seconds=4000)  # espeak talks faster than the text's estimate: this is over an hour
+    make_lecture(wav, seconds=4300)  # espeak talks faster than the text's estimate: this is over an hour
     long_audio = encode(wav, tmp_path / "long.ogg", "ogg")
     wav.unlink()
     make_scanned_pdf(tmp_path / "scanned.pdf", pages=30)
