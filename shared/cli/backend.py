@@ -9,7 +9,7 @@ import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from faststream.kafka import KafkaBroker
@@ -21,8 +21,7 @@ from shared.events.models import (
     CONTENT_TYPE_OF_KIND,
     MODEL_OF_TOPIC,
     DeadLetter,
-    SourceDeleted,
-    SourceReprocessRequested,
+    Envelope,
     SourceUploaded,
 )
 from shared.events.topics import ALL_TOPICS
@@ -316,46 +315,13 @@ async def search_chunks(
     ]
 
 
-async def publish_deletion(
-    settings: Settings, *, user_id: uuid.UUID, class_id: uuid.UUID | None, source_id: uuid.UUID | None
-) -> SourceDeleted:
-    """Publish a delete of a source, a class or a user, as the backend does after removing its rows."""
-    event_id = uuid.uuid4()
-    event = SourceDeleted(
-        event_id=event_id,
-        correlation_id=event_id,
-        producer=PRODUCER,
-        user_id=user_id,
-        class_id=class_id,
-        source_id=source_id,
-    )
-    broker = make_broker(settings, service="cli")
-    async with broker:
-        await publish(broker, event)
-    return event
+E = TypeVar("E", bound=Envelope)
 
 
-async def publish_reprocess(
-    settings: Settings,
-    *,
-    source_id: uuid.UUID,
-    kind: str,
-    user_id: uuid.UUID,
-    class_id: uuid.UUID,
-    from_stage: str,
-) -> SourceReprocessRequested:
-    """Ask for a finished source to be processed again from a stage."""
+async def publish_backend_event(settings: Settings, model: type[E], **fields: Any) -> E:
+    """Publish one event of the backend's (a delete, a reprocess), starting a new chain of its own."""
     event_id = uuid.uuid4()
-    event = SourceReprocessRequested(
-        event_id=event_id,
-        correlation_id=event_id,
-        producer=PRODUCER,
-        source_id=source_id,
-        kind=kind,
-        user_id=user_id,
-        class_id=class_id,
-        from_stage=from_stage,
-    )
+    event = model(event_id=event_id, correlation_id=event_id, producer=PRODUCER, **fields)
     broker = make_broker(settings, service="cli")
     async with broker:
         await publish(broker, event)

@@ -329,11 +329,14 @@ def delete(
     source: Annotated[uuid.UUID | None, typer.Option("--source", help="Delete one source.")] = None,
 ) -> None:
     """Publish a delete, as the backend does: every vector of the source, class or user leaves both stores."""
-    from shared.cli.backend import publish_deletion
+    from shared.cli.backend import publish_backend_event
+    from shared.events.models import SourceDeleted
 
     if source is not None and class_ is None:
         raise typer.BadParameter("--source needs its --class")
-    event = asyncio.run(publish_deletion(settings(), user_id=user, class_id=class_, source_id=source))
+    event = asyncio.run(
+        publish_backend_event(settings(), SourceDeleted, user_id=user, class_id=class_, source_id=source)
+    )
     typer.echo(f"published {event.scope} delete {event.event_id}")
 
 
@@ -348,11 +351,18 @@ def reprocess(
     ] = "upload",
 ) -> None:
     """Run a finished source again; its vectors are replaced in one step once the new run is complete."""
-    from shared.cli.backend import publish_reprocess
+    from shared.cli.backend import publish_backend_event
+    from shared.events.models import SourceReprocessRequested
 
     event = asyncio.run(
-        publish_reprocess(
-            settings(), source_id=source, kind=kind, user_id=user, class_id=class_, from_stage=from_stage
+        publish_backend_event(
+            settings(),
+            SourceReprocessRequested,
+            source_id=source,
+            kind=kind,
+            user_id=user,
+            class_id=class_,
+            from_stage=from_stage,
         )
     )
     typer.echo(f"published reprocess {event.event_id} of {kind} {source} from {from_stage}")

@@ -14,32 +14,12 @@ from pathlib import Path
 import pytest
 
 from shared.vectors.records import point_id
+from tests.e2e.cli import lmgpa
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(600)]
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO / "tests" / "fixtures"
-
-
-def lmgpa(
-    home: Path, *args: str, check: bool = True, extra_env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    """Run the CLI as a user would, with only the stack's home set."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LMGPA_")}
-    env |= {"LMGPA_DEV_HOME": str(home), "HF_HUB_OFFLINE": "1"} | (extra_env or {})
-    result = subprocess.run(
-        [sys.executable, "-m", "shared.cli.main", *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    if check and result.returncode != 0:
-        raise AssertionError(
-            f"lmgpa {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}"
-        )
-    return result
 
 
 @pytest.fixture(scope="module")

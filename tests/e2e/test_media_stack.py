@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -18,6 +15,7 @@ from typing import Any
 import asyncpg
 import pytest
 
+from tests.e2e.cli import lmgpa
 from tests.media.pdfs import make_scanned_pdf
 from tests.media.photos import note_photo, save_with_orientation
 from tests.media.speech import encode, make_lecture, speak
@@ -109,24 +107,6 @@ def make_book(path: Path) -> None:
             _draw_scan_page(canvas, render_scan(blocks, seed=page))
         canvas.showPage()
     canvas.save()
-
-
-def lmgpa(home: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LMGPA_")}
-    env |= {"LMGPA_DEV_HOME": str(home), "HF_HUB_OFFLINE": "1"}
-    result = subprocess.run(
-        [sys.executable, "-m", "shared.cli.main", *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    if check and result.returncode != 0:
-        raise AssertionError(
-            f"lmgpa {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}"
-        )
-    return result
 
 
 def stack_env(home: Path) -> dict[str, str]:

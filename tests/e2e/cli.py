@@ -1,0 +1,31 @@
+"""Running the `lmgpa` CLI as a user would, against one embedded stack."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def lmgpa(
+    home: Path, *args: str, check: bool = True, timeout: float = 900
+) -> subprocess.CompletedProcess[str]:
+    """Run the CLI with only the stack's home set (no other LMGPA_ variable leaks in from the tests)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LMGPA_")}
+    env |= {"LMGPA_DEV_HOME": str(home), "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "shared.cli.main", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"lmgpa {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}"
+        )
+    return result
