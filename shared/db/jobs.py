@@ -105,13 +105,21 @@ async def start_stage(
     units_total: int | None = None,
     unit: str | None = None,
 ) -> None:
-    """A worker began (or resumed) a stage: count the attempt and start the heartbeat."""
+    """A worker began (or resumed) a stage: count the attempt and start the heartbeat.
+
+    Every event of a stage already working (the next part of a book, the next batch) only beats the heart;
+    an attempt is counted when the stage starts from waiting, or again after a crash left it unfinished
+    (the worker's redelivery) or an operator re-opened it."""
+    previous: str | None = await conn.fetchval(
+        "SELECT status FROM ingest_stages WHERE source_id = $1 AND stage = $2", source_id, stage
+    )
+    new_attempt = 0 if previous == "processing" else 1
     await conn.execute(
         """
         INSERT INTO ingest_stages (source_id, stage, status, attempts, started_at, heartbeat_at, units_total, unit)
         VALUES ($1, $2, 'processing', 1, NOW(), NOW(), $3, $4)
         ON CONFLICT (source_id, stage) DO UPDATE
-           SET status = 'processing', attempts = ingest_stages.attempts + 1,
+           SET status = 'processing', attempts = ingest_stages.attempts + $5,
                started_at = COALESCE(ingest_stages.started_at, NOW()), heartbeat_at = NOW(),
                units_total = COALESCE($3, ingest_stages.units_total), unit = COALESCE($4, ingest_stages.unit)
          WHERE ingest_stages.status IN ('pending', 'processing')
@@ -120,14 +128,16 @@ async def start_stage(
         stage,
         units_total,
         unit,
+        new_attempt,
     )
     await conn.execute(
         """
-        UPDATE ingest_jobs SET stage = $2, attempts = attempts + 1, updated_at = NOW()
+        UPDATE ingest_jobs SET stage = $2, attempts = attempts + $3, updated_at = NOW()
          WHERE source_id = $1 AND status = 'processing'
         """,
         source_id,
         stage,
+        new_attempt,
     )
 
 
@@ -279,8 +289,8 @@ async def reopen_job(conn: Executor, *, source_id: uuid.UUID) -> bool:
     if result == "UPDATE 0":
         return False
     await conn.execute(
-        "UPDATE ingest_stages SET status = 'processing', error_code = NULL, error_message = NULL, finished_at = NULL "
-        "WHERE source_id = $1 AND status = 'failed'",
+        "UPDATE ingest_stages SET status = 'processing', attempts = attempts + 1, error_code = NULL, "
+        "error_message = NULL, finished_at = NULL WHERE source_id = $1 AND status = 'failed'",
         source_id,
     )
     return True

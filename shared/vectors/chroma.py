@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlparse
 
@@ -13,7 +14,7 @@ import httpx
 from chromadb.api import AsyncClientAPI
 from chromadb.api.collection_configuration import CreateCollectionConfiguration
 from chromadb.config import Settings as ChromaSettings
-from chromadb.errors import ChromaError, InternalError, RateLimitError
+from chromadb.errors import ChromaError, RateLimitError
 
 from shared.errors import TransientError
 from shared.events.models import SourceRef
@@ -22,6 +23,19 @@ from shared.vectors.records import SearchHit, VectorRecord, chroma_collection_na
 
 COLLECTION_CONFIGURATION: CreateCollectionConfiguration = {"hnsw": {"space": "cosine"}}
 UPSERT_BATCH = 256
+
+
+@contextmanager
+def _transient_when_down() -> Iterator[None]:
+    """Chroma unreachable, restarting or overloaded is transient (retry); any other error is a real one."""
+    try:
+        yield
+    except (httpx.TransportError, ConnectionError, RateLimitError) as error:
+        raise TransientError("chroma_unavailable", str(error)[:300]) from error
+    except ChromaError as error:
+        if error.code() >= 500:  # InternalError and the like: the server is restarting or overloaded
+            raise TransientError("chroma_unavailable", str(error)[:300]) from error
+        raise
 
 
 async def make_chroma_client(settings: Settings) -> AsyncClientAPI:
@@ -55,7 +69,7 @@ class ChromaStore:
         by_collection: dict[str, list[VectorRecord]] = defaultdict(list)
         for record in records:
             by_collection[record.chroma_collection].append(record)
-        try:
+        with _transient_when_down():
             for name, items in by_collection.items():
                 collection = await self._collection(name)
                 for start in range(0, len(items), UPSERT_BATCH):
@@ -66,12 +80,6 @@ class ChromaStore:
                         documents=[r.document for r in batch],
                         metadatas=[r.metadata for r in batch],
                     )
-        except (httpx.TransportError, ConnectionError, InternalError, RateLimitError) as error:
-            raise TransientError("chroma_unavailable", str(error)[:300]) from error
-        except ChromaError as error:
-            if error.code() >= 500:  # the server is restarting or overloaded: worth another try
-                raise TransientError("chroma_unavailable", str(error)[:300]) from error
-            raise
 
     async def search(
         self,
@@ -118,7 +126,7 @@ class ChromaStore:
         """Delete every document of a source, a class or a user (always within one user); returns how many went."""
         prefix = f"{user_id}_" if class_id is None else f"{user_id}_{class_id}_"
         removed = 0
-        try:
+        with _transient_when_down():
             for info in await self.client.list_collections():
                 if not info.name.startswith(prefix):
                     continue
@@ -131,8 +139,6 @@ class ChromaStore:
                 if found["ids"]:
                     await collection.delete(ids=found["ids"])
                     removed += len(found["ids"])
-        except (httpx.TransportError, ConnectionError, InternalError, RateLimitError) as error:
-            raise TransientError("chroma_unavailable", str(error)[:300]) from error
         return removed
 
     async def promote(self, source: SourceRef) -> None:
@@ -140,11 +146,11 @@ class ChromaStore:
         batch of mixed operations; a search between them sees the new generation and the old, for one step)."""
         collection = chroma_collection_name(source.user_id, source.class_id, source.content_type)
         source_id, generation = source.source_id, source.generation
-        existing = {c.name for c in await self.client.list_collections()}
-        if collection not in existing:
-            return
-        coll = await self.client.get_collection(collection)
-        try:
+        with _transient_when_down():
+            existing = {c.name for c in await self.client.list_collections()}
+            if collection not in existing:
+                return
+            coll = await self.client.get_collection(collection)
             new = await coll.get(
                 where={"$and": [{"source_id": str(source_id)}, {"generation": generation}]},
                 include=["metadatas"],
@@ -156,18 +162,17 @@ class ChromaStore:
             old = await coll.get(where=others, include=[])
             if old["ids"]:
                 await coll.delete(ids=old["ids"])
-        except (httpx.TransportError, ConnectionError, InternalError, RateLimitError) as error:
-            raise TransientError("chroma_unavailable", str(error)[:300]) from error
 
     async def delete_records(self, records: Sequence[VectorRecord]) -> None:
         """Delete exactly these documents."""
         by_collection: dict[str, list[str]] = defaultdict(list)
         for record in records:
             by_collection[record.chroma_collection].append(record.document_id)
-        existing = {c.name for c in await self.client.list_collections()}
-        for name, ids in by_collection.items():
-            if name in existing:
-                await (await self.client.get_collection(name)).delete(ids=ids)
+        with _transient_when_down():
+            existing = {c.name for c in await self.client.list_collections()}
+            for name, ids in by_collection.items():
+                if name in existing:
+                    await (await self.client.get_collection(name)).delete(ids=ids)
 
     async def documents_of_source(self, *, collection: str, source_id: uuid.UUID | str) -> dict[str, Any]:
         """Every document of one source in a collection (ids, metadatas, documents, embeddings)."""

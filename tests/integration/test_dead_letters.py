@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import time
 import uuid
@@ -25,6 +26,7 @@ async def wait_letter(pipeline: Harness, predicate: object, timeout: float = 60.
         letters = [d for d in await read_dead_letters(pipeline.settings) if predicate(d)]  # type: ignore[operator]
         if letters:
             return letters
+        await asyncio.sleep(0.3)
     raise TimeoutError("no such dead letter")
 
 

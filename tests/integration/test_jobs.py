@@ -1,0 +1,44 @@
+"""The job tables' rules on the real PostgreSQL: what counts as an attempt."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from shared.db import jobs
+from tests.harness import Harness
+
+pytestmark = [pytest.mark.integration]
+
+
+async def test_an_attempt_is_a_start_not_every_event_of_a_working_stage(pipeline: Harness) -> None:
+    user_id, class_id = await pipeline.new_owner()
+    source_id = uuid.uuid4()
+    await jobs.open_job(
+        pipeline.pool,
+        source_id=source_id,
+        kind="textbook",
+        user_id=user_id,
+        class_id=class_id,
+        title="Book",
+        correlation_id=source_id,
+        upload_event_id=source_id,
+    )
+    await jobs.enqueue_stage(pipeline.pool, source_id=source_id, stage="embedding")
+    for _ in range(3):  # three parts of one book reach the embedding stage
+        await jobs.start_stage(pipeline.pool, source_id=source_id, stage="embedding", unit="parts")
+    job = await jobs.get_job(pipeline.pool, source_id=source_id)
+    assert job is not None
+    [stage] = [s for s in job.stages if s.stage == "embedding"]
+    assert (stage.attempts, job.attempts) == (1, 1)
+
+    await jobs.fail_job(
+        pipeline.pool, source_id=source_id, stage="embedding", code="chroma_unavailable", reason="down"
+    )
+    assert await jobs.reopen_job(pipeline.pool, source_id=source_id)  # an operator's replay
+    await jobs.start_stage(pipeline.pool, source_id=source_id, stage="embedding")
+    job = await jobs.get_job(pipeline.pool, source_id=source_id)
+    assert job is not None
+    [stage] = [s for s in job.stages if s.stage == "embedding"]
+    assert stage.attempts == 2 and stage.status == "processing"
