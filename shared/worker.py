@@ -108,25 +108,29 @@ class Worker:
                 await self._dead_letter(record, "internal_error", f"{type(error).__name__}: {error}")
 
     async def _handle(self, record: ConsumerRecord[Any, Any], model: type[E], handler: Handler[E]) -> None:
-        event = await self._decode(record, model)
+        # Every step that touches PostgreSQL or Kafka retries like the handler does: a delivery that failed
+        # in milliseconds during an outage would otherwise spend the whole delivery budget before it ends.
+        event = await self._with_retries(lambda: self._decode(record, model))
         if event is not None and _replayed(record):
-            await self._reopen(event)
-        if event is None or await self._seen(event):
+            await self._with_retries(lambda: self._reopen(event))
+        if event is None or await self._with_retries(lambda: self._seen(event)):
             return
         with self._bound(event):
             try:
                 outgoing = await self._with_retries(lambda: handler(event))
             except PermanentError as error:
-                outgoing = await self._fail(event, error)
+                refusal = error  # the name `error` is unbound when the except block ends
+                outgoing = await self._with_retries(lambda: self._fail(event, refusal))
             except Exception as error:
                 if isinstance(error, TRANSIENT_ERRORS):
                     raise  # the retry budget is spent: do not commit; Kafka redelivers
                 log.exception("handler_crashed", error_type=type(error).__name__)
-                outgoing = await self._fail(
-                    event, PermanentError("internal_error", f"{type(error).__name__}: {error}")
-                )
+                crash = PermanentError("internal_error", f"{type(error).__name__}: {error}")
+                outgoing = await self._with_retries(lambda: self._fail(event, crash))
             await self._publish(outgoing)
-            await inbox.mark_processed(self.pool, consumer=self.service, event_ids=[event.event_id])
+            await self._with_retries(
+                lambda: inbox.mark_processed(self.pool, consumer=self.service, event_ids=[event.event_id])
+            )
             log.info("event_processed", emitted=[e.event_type for e in outgoing])
 
     async def _handle_batch(
@@ -134,10 +138,12 @@ class Worker:
     ) -> None:
         events: list[E] = []
         for record in records:
-            event = await self._decode(record, model)
-            if event is not None and _replayed(record):
-                await self._reopen(event)
-            if event is not None and not await self._seen(event):
+            event = await self._with_retries(lambda record=record: self._decode(record, model))  # type: ignore[misc]
+            if event is None:
+                continue
+            if _replayed(record):
+                await self._with_retries(lambda event=event: self._reopen(event))  # type: ignore[misc]
+            if not await self._with_retries(lambda event=event: self._seen(event)):  # type: ignore[misc]
                 events.append(event)
         if not events:
             return
@@ -152,9 +158,18 @@ class Worker:
             results = await self._one_by_one(events, handler)
         for event, result in results:
             with self._bound(event):
-                outgoing = await self._fail(event, result) if isinstance(result, PermanentError) else result
+                if isinstance(result, PermanentError):
+                    outgoing = await self._with_retries(
+                        lambda event=event, result=result: self._fail(event, result)  # type: ignore[misc]
+                    )
+                else:
+                    outgoing = result
                 await self._publish(outgoing)
-        await inbox.mark_processed(self.pool, consumer=self.service, event_ids=[e.event_id for e in events])
+        await self._with_retries(
+            lambda: inbox.mark_processed(
+                self.pool, consumer=self.service, event_ids=[e.event_id for e in events]
+            )
+        )
         log.info("batch_processed", events=len(events), records=len(records))
 
     async def _one_by_one(self, events: Sequence[E], handler: BatchHandler[E]) -> list[tuple[E, Any]]:
@@ -265,7 +280,10 @@ class Worker:
             event = _try_decode(record, model)
             if event is not None:
                 with self._bound(event):
-                    await self._publish(await self._fail(event, PermanentError(code, reason)))
+                    given_up = PermanentError(code, reason)
+                    await self._publish(
+                        await self._with_retries(lambda e=event, g=given_up: self._fail(e, g))  # type: ignore[misc]
+                    )
             await self._dead_letter(record, code, reason, attempts=attempts)
             self.deliveries.pop(_coordinates(record), None)
         log.error("delivery_budget_spent", error_code=code, records=len(records))

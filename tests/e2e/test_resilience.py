@@ -271,6 +271,16 @@ async def outcomes(dsn: str, cases: list[Case]) -> dict[str, tuple[str, str | No
     return result
 
 
+async def why(dsn: str, cases: list[Case]) -> list[dict[str, Any]]:
+    """What the job table says of these cases' failures: stage, code and the stored reason."""
+    rows = await run_sql(
+        dsn,
+        "SELECT source_id, stage, error_code, error_message FROM ingest_jobs WHERE source_id = ANY($1::uuid[])",
+        [c.event.source_id for c in cases],
+    )
+    return [dict(r) for r in rows]
+
+
 def wait_for(
     s: Stack, cases: list[Case], *, timeout: float, during: Any = None
 ) -> dict[str, tuple[str, str | None]]:
@@ -471,7 +481,7 @@ def test_chaos_nothing_lost_nothing_duplicated(resilient_stack: Stack, tmp_path:
         for c in cases
         if (got[c.name][0] if c.expect == "completed" else got[c.name][1]) != c.expect
     }
-    assert not wrong, wrong
+    assert not wrong, (wrong, asyncio.run(why(s.dsn, [c for c in cases if c.name in wrong])))
 
     chunk_counts = {
         r["source_id"]: r["chunk_count"]
