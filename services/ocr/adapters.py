@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 
 import asyncpg
-from shared.media.ocr import ocr_image
 
 from services.ocr.handlers import PhotoText
 from shared.db import sources
 from shared.events.models import SourceRef, TextSegment
 from shared.events.parts import clean_text
 from shared.media.images import load_image
+from shared.media.ocr import ocr_image
 from shared.storage import LocalStorage
 
 

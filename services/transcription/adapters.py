@@ -6,12 +6,12 @@ import asyncio
 from collections.abc import Sequence
 
 import asyncpg
-from shared.media.audio import decode_audio, plan_pieces, probe_audio, speaker_channels
-from shared.media.speech import SpeechEngine, transcribe_channels
 
 from services.transcription.handlers import PieceProgress, Plan
 from shared.db import pieces, sources
 from shared.events.models import AudioPieceQueued, SourceRef, TextSegment
+from shared.media.audio import decode_audio, plan_pieces, probe_audio, speaker_channels
+from shared.media.speech import SpeechEngine, transcribe_channels
 from shared.storage import LocalStorage
 
 SERVICE = "transcription"

@@ -6,13 +6,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from faststream.kafka.annotations import KafkaMessage
-from shared.media.speech import make_engine
 
 from services.transcription.adapters import PostgresRecordings, WhisperAudio
 from services.transcription.handlers import SERVICE, Limits, plan_transcription, transcribe
 from shared.broker import consumer_options
 from shared.events import topics
 from shared.events.models import AudioPieceQueued, AudioUploaded
+from shared.media.speech import make_engine
 from shared.service import Runtime
 from shared.storage import LocalStorage
 from shared.tracking import PostgresTracker

@@ -17,14 +17,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from shared.bench import SHARED_DATA
 from shared.chunking import HfTokenCounter, Segment, chunk_segments
 
 NAIVE_WORDS = 200
 BOOK_PAGES = 300
 PAGE_WORDS = 500
 DEFAULT_PDFS = (
-    Path("/work/shared/data/pdfs/naacl06-shinyama.pdf"),
-    Path("/work/shared/data/pdfs/dmca.pdf"),
+    SHARED_DATA / "pdfs" / "naacl06-shinyama.pdf",
+    SHARED_DATA / "pdfs" / "dmca.pdf",
 )
 
 

@@ -1,7 +1,7 @@
 """Benchmark of OCR with and without preprocessing: `python -m shared.bench.ocr` (from the repository root).
 
 Every generated photo class of `tests.media.photos` (rendered class notes, degraded like phone photos),
-a 12-megapixel phone-sized photo, and the real scan /work/shared/data/images/tesseract_phototest.tif
+a 12-megapixel phone-sized photo, and the real scan ../shared/data/images/tesseract_phototest.tif
 (when present) are read twice: as loaded, and through `preprocess`.  Character accuracy is 1 - CER
 against the reference text; seconds are wall time per image for the whole `ocr_image` call (Tesseract
 single-threaded); CPU seconds (this process plus the Tesseract children) are also shown because they
@@ -16,14 +16,14 @@ import statistics
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from PIL import Image
 
+from shared.bench import SHARED_DATA
 from shared.media.images import load_image, preprocess
 from shared.media.ocr import OcrResult, character_accuracy, ocr_image
 
-REAL_SCAN = Path("/work/shared/data/images/tesseract_phototest.tif")
+REAL_SCAN = SHARED_DATA / "images" / "tesseract_phototest.tif"
 
 
 @dataclass(frozen=True)

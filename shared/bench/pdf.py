@@ -24,11 +24,12 @@ from typing import Literal, TypeVar
 
 from pypdf import PdfReader
 
+from shared.bench import SHARED_DATA
 from shared.logging import configure_logging
 from shared.media.pdf import clean_text, extract_pages
 
 # The project's shared/ folder sits beside the repository.
-SAMPLES = Path(__file__).resolve().parents[3] / "shared" / "data" / "pdfs"
+SAMPLES = SHARED_DATA / "pdfs"
 DEFAULT_PDFS = (SAMPLES / "dmca.pdf", SAMPLES / "naacl06-shinyama.pdf")
 RANGE = 25
 T = TypeVar("T")

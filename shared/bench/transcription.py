@@ -1,7 +1,7 @@
 """Benchmark of the speech engines: `python -m shared.bench.transcription` (from the repository root).
 
 For faster-whisper tiny.en, openai-whisper tiny.en and faster-whisper base: WER and real-time factor on a
-generated lecture (espeak-ng, deterministic text) and on each shared recording in /work/shared/data/audio.
+generated lecture (espeak-ng, deterministic text) and on each shared recording in ../shared/data/audio.
 RTF = processing seconds / audio seconds (lower is faster; 0.1 means ten times faster than real time).
 Figures only: timings depend on the machine and on whatever else runs on it.
 """
@@ -16,11 +16,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from shared.bench import SHARED_DATA
 from shared.media.audio import decode_audio
 from shared.media.speech import make_engine, transcribe_channels
 
 CONFIGS = (("faster-whisper", "tiny.en"), ("openai-whisper", "tiny.en"), ("faster-whisper", "base"))
-SHARED_AUDIO = Path("/work/shared/data/audio")
+SHARED_AUDIO = SHARED_DATA / "audio"
 
 
 @dataclass(frozen=True)

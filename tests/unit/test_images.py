@@ -17,9 +17,9 @@ from shared.errors import PermanentError
 from shared.media import images
 from shared.media.images import analyse_layout, flatten_illumination, load_image, preprocess
 from shared.media.ocr import LOW_CONFIDENCE, _result, _tokens, character_accuracy
+from tests.data import SHARED_DATA
 from tests.media import photos
 
-SHARED_DATA = Path("/work/shared/data")
 TRUNCATED_PNG = SHARED_DATA / "bad" / "pillow_truncated_image.png"
 INVALID_PDF = SHARED_DATA / "bad" / "ocrmypdf_invalid.pdf"
 SUFFIXES = tuple(photos.FORMATS)

@@ -23,9 +23,9 @@ from shared.media.pdf import (
     extract_pages,
     inspect_pdf,
 )
+from tests.data import SHARED_DATA
 from tests.media import pdfs
 
-SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 DMCA = SHARED_DATA / "pdfs" / "dmca.pdf"  # encrypted (RC4) with an empty user password
 PAPER = SHARED_DATA / "pdfs" / "naacl06-shinyama.pdf"  # two columns, TeX hyphenation, ligatures
 INVALID = SHARED_DATA / "bad" / "ocrmypdf_invalid.pdf"
