@@ -25,6 +25,10 @@ class SentenceEmbedder:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as transformers_logging
+
+        # A progress bar per model load clutters the CLI's output and the workers' JSON logs.
+        transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
 
         self.path = model_path or default_model_path()
         self.model: Any = SentenceTransformer(str(self.path), device="cpu", local_files_only=True)

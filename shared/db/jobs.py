@@ -109,7 +109,8 @@ async def start_stage(
 
     Every event of a stage already working (the next part of a book, the next batch) only beats the heart;
     an attempt is counted when the stage starts from waiting, or again after a crash left it unfinished
-    (the worker's redelivery) or an operator re-opened it."""
+    (the worker's redelivery) or an operator re-opened it. The job's attempts are its most-tried stage's:
+    1 for a source that went through every stage once."""
     previous: str | None = await conn.fetchval(
         "SELECT status FROM ingest_stages WHERE source_id = $1 AND stage = $2", source_id, stage
     )
@@ -132,12 +133,13 @@ async def start_stage(
     )
     await conn.execute(
         """
-        UPDATE ingest_jobs SET stage = $2, attempts = attempts + $3, updated_at = NOW()
+        UPDATE ingest_jobs
+           SET stage = $2::text, updated_at = NOW(),
+               attempts = GREATEST(attempts, (SELECT attempts FROM ingest_stages WHERE source_id = $1 AND stage = $2::text))
          WHERE source_id = $1 AND status = 'processing'
         """,
         source_id,
         stage,
-        new_attempt,
     )
 
 

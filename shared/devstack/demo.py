@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
+from collections import Counter
 from importlib import resources
 
 from shared.cli.backend import fetch_status, ingest_source, render_status, search_chunks
@@ -85,8 +86,11 @@ def run_demo() -> int:
     settings = Settings()
     results = asyncio.run(_ingest_all(settings))
     failed = [r for r in results if r["status"] != "completed"]
+    kinds = Counter(str(r.get("kind")) for r in results)
     print(
-        f"\ningested {len(results)} notes for 2 students: {len(results) - len(failed)} completed, {len(failed)} not\n"
+        f"\ningested {len(results)} sources for 2 students ("
+        + ", ".join(f"{n} {kind}" for kind, n in sorted(kinds.items()))
+        + f"): {len(results) - len(failed)} completed, {len(failed)} not\n"
     )
     report = asyncio.run(fetch_status(settings, source_id=None, user_id=None, limit=len(results)))
     print(render_status(report))

@@ -32,6 +32,9 @@ async def test_an_attempt_is_a_start_not_every_event_of_a_working_stage(pipeline
     assert job is not None
     [stage] = [s for s in job.stages if s.stage == "embedding"]
     assert (stage.attempts, job.attempts) == (1, 1)
+    await jobs.start_stage(pipeline.pool, source_id=source_id, stage="indexing")  # the next stage: no retry
+    job = await jobs.get_job(pipeline.pool, source_id=source_id)
+    assert job is not None and job.attempts == 1
 
     await jobs.fail_job(
         pipeline.pool, source_id=source_id, stage="embedding", code="chroma_unavailable", reason="down"
@@ -42,3 +45,4 @@ async def test_an_attempt_is_a_start_not_every_event_of_a_working_stage(pipeline
     assert job is not None
     [stage] = [s for s in job.stages if s.stage == "embedding"]
     assert stage.attempts == 2 and stage.status == "processing"
+    assert job.attempts == 2, "the job counts the retried stage's attempts"
