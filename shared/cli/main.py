@@ -368,6 +368,16 @@ def reprocess(
     typer.echo(f"published reprocess {event.event_id} of {kind} {source} from {from_stage}")
 
 
+@app.command("mcp")
+def mcp_server(
+    user: UserOpt = ...,  # type: ignore[assignment]
+) -> None:
+    """Serve the MCP debugging tools over Chroma on stdin/stdout, bound to one student's collections only."""
+    from shared.mcp.server import serve_stdio
+
+    asyncio.run(serve_stdio(settings(), user_id=user))
+
+
 @dlq.command("list")
 def dlq_list(as_json: JsonOpt = False) -> None:
     """Every dead letter: where it came from, why it was parked, how often it was tried."""

@@ -1,0 +1,1 @@
+"""MCP debugging tools over Chroma for one user at a time (``lmgpa mcp --user UUID``)."""
