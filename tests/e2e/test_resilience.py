@@ -300,6 +300,63 @@ def wait_for(
     raise AssertionError(f"not finished after {timeout} s: {pending[:20]}")
 
 
+@dataclass
+class Census:
+    """Every vector of one student's class in both stores."""
+
+    per_source: Counter[str]
+    keys: Counter[tuple[str, int]]
+    chroma_documents: int
+
+
+def vector_census(s: Stack, owner: uuid.UUID, klass: uuid.UUID) -> Census:
+    """Stop the workers (indexing owns the local Qdrant folder), then count every vector of the class in both
+    stores: Qdrant points per source and per (source, chunk index), and Chroma documents."""
+    for worker in s.state.workers:
+        stack.stop_worker(worker)
+    from qdrant_client import QdrantClient
+
+    client = QdrantClient(path=s.state.env["LMGPA_QDRANT_PATH"])
+    per_source: Counter[str] = Counter()
+    keys: Counter[tuple[str, int]] = Counter()
+    offset = None
+    while True:
+        page, offset = client.scroll(
+            "lmgpa_chunks", limit=1000, offset=offset, with_payload=["source_id", "chunk_index", "user_id"]
+        )
+        for point in page:
+            payload = point.payload or {}
+            if payload.get("user_id") == str(owner):
+                per_source[payload["source_id"]] += 1
+                keys[(payload["source_id"], payload["chunk_index"])] += 1
+        if offset is None:
+            break
+    client.close()
+
+    import chromadb
+
+    chroma = chromadb.HttpClient(host="127.0.0.1", port=s.state.server("chroma").port)
+    existing = {c.name for c in chroma.list_collections()}
+    docs = sum(
+        chroma.get_collection(name).count()
+        for name in (f"{owner}_{klass}_{t}" for t in ("notes", "photos", "textbooks", "transcripts"))
+        if name in existing
+    )
+    return Census(per_source, keys, docs)
+
+
+def restart_dead_workers(s: Stack) -> None:
+    """Start again every worker of the stack that is not running, and wait until each is ready."""
+    started = []
+    for i, worker in enumerate(s.state.workers):
+        if not servers.is_running(worker.pid):
+            s.state.workers[i] = stack.start_worker(s.state, worker.service, worker.replica)
+            started.append(s.state.workers[i])
+    s.state.save()  # the stack's teardown stops what the state file names
+    for worker in started:
+        stack.wait_ready(worker)
+
+
 def alive_workers(s: Stack) -> list[stack.WorkerProcess]:
     return [w for w in s.state.workers if servers.is_running(w.pid)]
 
@@ -499,34 +556,8 @@ def test_chaos_nothing_lost_nothing_duplicated(resilient_stack: Stack, tmp_path:
         if case.note_text is not None:
             assert chunk_counts[case.event.source_id] == expected_chunks(case.note_text), case.name
 
-    # Stop the workers (indexing owns the Qdrant folder), then count every vector in both stores.
-    for worker in s.state.workers:
-        stack.stop_worker(worker)
-    from qdrant_client import QdrantClient
-
-    client = QdrantClient(path=s.state.env["LMGPA_QDRANT_PATH"])
-    per_source: Counter[str] = Counter()
-    keys: Counter[tuple[str, int]] = Counter()
-    offset = None
-    while True:
-        page, offset = client.scroll(
-            "lmgpa_chunks", limit=1000, offset=offset, with_payload=["source_id", "chunk_index", "user_id"]
-        )
-        for point in page:
-            payload = point.payload or {}
-            if payload.get("user_id") == str(owner):
-                per_source[payload["source_id"]] += 1
-                keys[(payload["source_id"], payload["chunk_index"])] += 1
-        if offset is None:
-            break
-    client.close()
-
-    import chromadb
-
-    chroma = chromadb.HttpClient(host="127.0.0.1", port=s.state.server("chroma").port)
-    docs = chroma.get_collection(f"{owner}_{klass}_notes").count() + sum(
-        chroma.get_collection(f"{owner}_{klass}_{t}").count() for t in ("photos", "textbooks", "transcripts")
-    )
+    census = vector_census(s, owner, klass)
+    per_source, keys, docs = census.per_source, census.keys, census.chroma_documents
     expected_total = sum(chunk_counts[c.event.source_id] for c in completed)
     missing = [
         c.name
@@ -544,3 +575,112 @@ def test_chaos_nothing_lost_nothing_duplicated(resilient_stack: Stack, tmp_path:
     assert sum(kills.values()) >= 15 and outages == ["postgres", "chroma"]
     assert not missing and not duplicates and not orphans
     assert sum(per_source.values()) == expected_total == docs
+
+
+def test_sigterm_lets_in_flight_work_finish_or_be_redelivered(
+    resilient_stack: Stack, tmp_path: Path, report: Any
+) -> None:
+    """SIGTERM every worker while a batch is in flight: each stops within its grace period through its own
+    shutdown path, and after a restart every source completes with exactly its chunks in both stores."""
+    s = resilient_stack
+    restart_dead_workers(s)  # the chaos run stopped them to read the local Qdrant folder
+    owner, klass = uuid.uuid4(), uuid.uuid4()
+
+    async def seed() -> None:
+        from shared.db import owners
+
+        pool = await asyncpg.create_pool(s.dsn)
+        await owners.ensure_user(pool, user_id=owner)
+        await owners.ensure_class(pool, class_id=klass, user_id=owner)
+        await pool.close()
+
+    asyncio.run(seed())
+    s = Stack(s.home, s.state, s.settings, s.dsn, (owner, klass), s.stranger)
+    cases = note_cases(s, 60, random.Random(7))
+    for n in range(6):
+        photo = tmp_path / f"photo{n}.jpg"
+        save_image(note_photo(("clean", "uneven_light", "rotated")[n % 3]).image, photo)
+        cases.append(
+            Case(
+                f"photo {n}",
+                upload(owner, klass, "photo", f"Photo {n}", storage_url=stored(s, photo, photo.name)),
+                "completed",
+            )
+        )
+    for n in range(4):
+        make_text_pdf(tmp_path / f"book{n}.pdf", pages=4 + n)
+        book = stored(s, tmp_path / f"book{n}.pdf", f"book{n}.pdf")
+        cases.append(
+            Case(f"book {n}", upload(owner, klass, "textbook", f"Book {n}", storage_url=book), "completed")
+        )
+
+    asyncio.run(publish_all(s.settings, [c.event for c in cases]))
+    deadline = time.monotonic() + 300
+    finished = 0
+    while time.monotonic() < deadline:  # stop everything once work is under way, most of it not done
+        got = asyncio.run(outcomes(s.dsn, cases))
+        finished = sum(status in ("completed", "failed") for status, _ in got.values())
+        if finished >= len(cases) // 10:
+            break
+        time.sleep(0.2)
+    assert finished < len(cases), "the SIGTERM must land while work is in flight"
+
+    workers = list(s.state.workers)
+    log_offsets = {w.pid: Path(w.log_path).stat().st_size for w in workers}
+    sent = time.monotonic()
+    for worker in workers:
+        os.killpg(worker.pid, signal.SIGTERM)
+    stopped_after: dict[str, float] = {}
+    while time.monotonic() < sent + 45:  # FastStream's graceful timeout is 30 s
+        for worker in workers:
+            name = f"{worker.service}-{worker.replica}"
+            if name not in stopped_after and not servers.is_running(worker.pid):
+                stopped_after[name] = time.monotonic() - sent
+        if len(stopped_after) == len(workers):
+            break
+        time.sleep(0.1)
+    stubborn = [w for w in workers if servers.is_running(w.pid)]
+    for worker in stubborn:
+        os.killpg(worker.pid, signal.SIGKILL)
+    assert not stubborn, [f"{w.service}-{w.replica}" for w in stubborn]
+    for worker in workers:
+        with Path(worker.log_path).open("rb") as log:
+            log.seek(log_offsets[worker.pid])
+            tail = log.read().decode("utf-8", "replace")
+        assert "worker_stopped" in tail, (
+            f"{worker.service}-{worker.replica} did not shut down cleanly:\n{tail[-2000:]}"
+        )
+        assert "handler_crashed" not in tail and "internal_error" not in tail, tail[-2000:]
+    at_sigterm = asyncio.run(outcomes(s.dsn, cases))
+
+    restart_dead_workers(s)
+    got = wait_for(s, cases, timeout=600)
+    assert all(got[c.name][0] == "completed" for c in cases), {
+        c.name: got[c.name] for c in cases if got[c.name][0] != "completed"
+    }
+    chunk_counts = {
+        r["source_id"]: r["chunk_count"]
+        for r in asyncio.run(
+            run_sql(s.dsn, "SELECT source_id, chunk_count FROM ingest_jobs WHERE user_id = $1", owner)
+        )
+    }
+    for case in cases:
+        if case.note_text is not None:
+            assert chunk_counts[case.event.source_id] == expected_chunks(case.note_text), case.name
+    census = vector_census(s, owner, klass)
+    restart_dead_workers(s)  # leave the stack as the module found it
+    expected_total = sum(chunk_counts[c.event.source_id] for c in cases)
+    wrong = [
+        c.name for c in cases if census.per_source[str(c.event.source_id)] != chunk_counts[c.event.source_id]
+    ]
+    duplicates = [k for k, n in census.keys.items() if n > 1]
+    done_at_sigterm = sum(status == "completed" for status, _ in at_sigterm.values())
+    report(
+        f"\nSIGTERM to {len(workers)} workers with {len(cases) - done_at_sigterm} of {len(cases)} sources unfinished; "
+        f"stopped within {max(stopped_after.values()):.1f} s (slowest), all through their shutdown path; "
+        f"after a restart: {sum(g[0] == 'completed' for g in got.values())} completed, expected chunks "
+        f"{expected_total}, qdrant points {sum(census.per_source.values())}, chroma documents "
+        f"{census.chroma_documents}, wrong counts {len(wrong)}, duplicates {len(duplicates)}"
+    )
+    assert not wrong and not duplicates
+    assert sum(census.per_source.values()) == expected_total == census.chroma_documents

@@ -1,5 +1,9 @@
 """The migrations on a real PostgreSQL: the 16 platform tables are exactly the design document's, and the
-runner is idempotent, checksummed and safe to run twice at once."""
+runner is idempotent, checksummed and safe to run twice at once.
+
+The schema, idempotence and uuid_generate_v4() tests run on two servers: the embedded PostgreSQL, which lacks
+the uuid-ossp extension (0001's uuid shim then defines the function over gen_random_uuid()), and Debian's
+PostgreSQL 15, which has it (the shim then creates the extension)."""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ import re
 import shutil
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +20,8 @@ import asyncpg
 import pytest
 
 from shared.db.migrate import MIGRATIONS_DIR, MigrationError, apply_migrations, discover_migrations
-from shared.devstack.servers import ServerProcess, create_database, drop_database
+from shared.devstack.servers import ServerProcess
+from tests.servers import scratch_database
 
 pytestmark = pytest.mark.integration
 
@@ -139,26 +145,65 @@ async def describe(conn: asyncpg.Connection, table: str) -> dict[str, Any]:
     }
 
 
+async def uuid_generate_v4_origin(conn: asyncpg.Connection) -> tuple[str, str, str | None]:
+    """(schema, language, owning extension or None) of the one uuid_generate_v4() function there must be."""
+    rows = await conn.fetch(
+        """
+        SELECT nsp.nspname, lang.lanname, ext.extname
+        FROM pg_proc pro
+        JOIN pg_namespace nsp ON nsp.oid = pro.pronamespace
+        JOIN pg_language lang ON lang.oid = pro.prolang
+        LEFT JOIN pg_depend dep ON dep.classid = 'pg_proc'::regclass AND dep.objid = pro.oid
+             AND dep.refclassid = 'pg_extension'::regclass AND dep.deptype = 'e'
+        LEFT JOIN pg_extension ext ON ext.oid = dep.refobjid
+        WHERE pro.proname = 'uuid_generate_v4'
+        """
+    )
+    assert len(rows) == 1, f"expected one uuid_generate_v4(), found {[tuple(row) for row in rows]}"
+    return rows[0]["nspname"], rows[0]["lanname"], rows[0]["extname"]
+
+
+@dataclass(frozen=True)
+class Target:
+    """A PostgreSQL server the migrations are checked on."""
+
+    server: ServerProcess
+    uuid_ossp: bool
+    """Whether the server ships the uuid-ossp extension."""
+
+
+@pytest.fixture(
+    params=[("postgres_server", False), ("debian_postgres", True)], ids=["embedded", "debian-pg15"]
+)
+def target(request: pytest.FixtureRequest) -> Target:
+    """Each server in turn: the embedded PostgreSQL (no uuid-ossp), then Debian's PostgreSQL 15 (uuid-ossp)."""
+    fixture, uuid_ossp = request.param
+    return Target(server=request.getfixturevalue(fixture), uuid_ossp=uuid_ossp)
+
+
 @pytest.fixture
-def design_database(postgres_server: ServerProcess) -> Iterator[str]:
-    """A second empty database, for the design document's SQL."""
-    name = f"design_{uuid.uuid4().hex[:16]}"
-    dsn = create_database(postgres_server, name)
-    try:
+def database(target: Target) -> Iterator[str]:
+    """A new empty database on the target server, for the migrations."""
+    with scratch_database(target.server) as dsn:
         yield dsn
-    finally:
-        drop_database(postgres_server, name)
 
 
-async def test_platform_tables_match_the_design(fresh_database: str, design_database: str) -> None:
+@pytest.fixture
+def design_database(target: Target) -> Iterator[str]:
+    """A second empty database on the same server, for the design document's SQL."""
+    with scratch_database(target.server, "design") as dsn:
+        yield dsn
+
+
+async def test_platform_tables_match_the_design(database: str, design_database: str) -> None:
     """Each of the 16 tables: same columns, constraints and indexes as the design's own SQL produces."""
-    applied = await apply_migrations(fresh_database)
+    applied = await apply_migrations(database)
     assert applied == [migration.version for migration in discover_migrations()]
 
     sql = design_sql()
     assert set(_CREATE_TABLE.findall(sql)) == PLATFORM_TABLES
     design_conn = await asyncpg.connect(design_database)
-    ours_conn = await asyncpg.connect(fresh_database)
+    ours_conn = await asyncpg.connect(database)
     try:
         await design_conn.execute(uuid_shim())
         await design_conn.execute(sql)
@@ -192,12 +237,12 @@ async def test_platform_tables_match_the_design(fresh_database: str, design_data
         await ours_conn.close()
 
 
-async def test_second_run_applies_nothing(fresh_database: str) -> None:
+async def test_second_run_applies_nothing(database: str) -> None:
     """Applied versions are recorded and skipped."""
     versions = [migration.version for migration in discover_migrations()]
-    assert await apply_migrations(fresh_database) == versions
-    assert await apply_migrations(fresh_database) == []
-    conn = await asyncpg.connect(fresh_database)
+    assert await apply_migrations(database) == versions
+    assert await apply_migrations(database) == []
+    conn = await asyncpg.connect(database)
     try:
         rows = await conn.fetch(
             "SELECT version, checksum, applied_at FROM schema_migrations ORDER BY version"
@@ -232,11 +277,13 @@ async def test_changed_applied_migration_is_refused(fresh_database: str, tmp_pat
         await apply_migrations(fresh_database, folder)
 
 
-async def test_uuid_generate_v4_fills_ids(fresh_database: str) -> None:
-    """A users row inserted without an id gets a version 4 UUID."""
-    await apply_migrations(fresh_database)
-    conn = await asyncpg.connect(fresh_database)
+async def test_uuid_generate_v4_fills_ids(target: Target, database: str) -> None:
+    """uuid_generate_v4() is uuid-ossp's where the server has it, else the shim; either gives version 4 ids."""
+    await apply_migrations(database)
+    conn = await asyncpg.connect(database)
     try:
+        extversion = await conn.fetchval("SELECT extversion FROM pg_extension WHERE extname = 'uuid-ossp'")
+        origin = await uuid_generate_v4_origin(conn)
         user_id = await conn.fetchval(
             "INSERT INTO users (email, username, full_name, password_hash) "
             "VALUES ('ada@example.org', 'ada', 'Ada Lovelace', 'x') RETURNING id"
@@ -246,5 +293,12 @@ async def test_uuid_generate_v4_fills_ids(fresh_database: str) -> None:
         )
     finally:
         await conn.close()
+    if target.uuid_ossp:
+        assert extversion, "the migrations did not create the uuid-ossp extension"
+        assert origin == ("public", "c", "uuid-ossp"), origin
+    else:
+        # Should the embedded PostgreSQL gain uuid-ossp, the shim's fallback would no longer be tested here.
+        assert extversion is None, f"the embedded PostgreSQL now has uuid-ossp {extversion}"
+        assert origin == ("public", "sql", None), origin
     assert isinstance(user_id, uuid.UUID) and user_id.version == 4
-    assert isinstance(class_id, uuid.UUID) and class_id != user_id
+    assert isinstance(class_id, uuid.UUID) and class_id.version == 4 and class_id != user_id
