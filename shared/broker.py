@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import structlog
@@ -35,8 +36,27 @@ class LogContextMiddleware(BaseMiddleware):
             return await call_next(msg)
 
 
+def expire_instead_of_leaving() -> None:
+    """Make this process's consumers let their group sessions expire instead of sending LeaveGroup.
+
+    For the embedded Tansu broker only (``LMGPA_KAFKA_LEAVE_GROUP_ON_SHUTDOWN=false``): after every member of a
+    group had left during a rebalance, it was seen to keep the departed leader, so that each later JoinGroup
+    was answered with that leader and every SyncGroup failed, for good (the group never consumed again).
+    Members that simply stop heartbeating are expired correctly (the chaos test kills workers by the dozen).
+    aiokafka has no setting for this (only static membership, which Tansu then never expires), hence the patch
+    of the one coroutine that sends LeaveGroup; the local generation is reset exactly as it would have been."""
+    from aiokafka.consumer.group_coordinator import GroupCoordinator
+
+    async def reset_without_leaving(self: GroupCoordinator) -> None:
+        self.reset_generation()
+
+    GroupCoordinator._maybe_leave_group = reset_without_leaving
+
+
 def make_broker(settings: Settings, *, service: str) -> KafkaBroker:
     """A broker for one service. No idempotent producer: Tansu lacks it; effects are idempotent instead."""
+    if not settings.kafka_leave_group_on_shutdown:
+        expire_instead_of_leaving()
     return KafkaBroker(
         settings.kafka_bootstrap_servers,
         client_id=f"lmgpa-{service}",
@@ -46,7 +66,9 @@ def make_broker(settings: Settings, *, service: str) -> KafkaBroker:
         max_request_size=MAX_MESSAGE_BYTES,
         max_batch_size=MAX_MESSAGE_BYTES,
         graceful_timeout=30.0,
-        logger=None,  # our runner logs each message as structured JSON instead
+        # Our runner logs each message; FastStream's own logger (WARNING and up) reports what happens outside
+        # a handler, such as a consumer's Kafka errors, which would otherwise vanish.
+        logger=logging.getLogger("faststream"),
     )
 
 

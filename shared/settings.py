@@ -50,6 +50,14 @@ class Settings(BaseSettings):
         ge=2_000,
         description="Consumer session; Tansu answers a group join after about half of it.",
     )
+    kafka_leave_group_on_shutdown: bool = Field(
+        default=True,
+        description=(
+            "Whether a stopping worker leaves its consumer groups at once (a rebalance now) or lets its session "
+            "expire (a rebalance after the session timeout, as after a crash). The embedded stack sets false: "
+            "the Tansu broker can keep a departed leader after a LeaveGroup and never complete the group again."
+        ),
+    )
     retry_attempts: int = Field(
         default=5, ge=0, description="In-process retries of a transient failure per delivery."
     )
@@ -59,7 +67,7 @@ class Settings(BaseSettings):
     max_deliveries: int = Field(
         default=5,
         ge=1,
-        description="Deliveries of a message that keeps failing transiently before it is dead-lettered.",
+        description="Deliveries of a message that keeps failing transiently, or that never finish (its worker died), before it is dead-lettered.",
     )
     batch_max_records: int = Field(default=64, ge=1, description="Messages per batch for batching workers.")
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+import hashlib
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -23,7 +25,9 @@ from faststream.kafka import KafkaBroker
 from pydantic import ValidationError
 
 from shared.broker import publish, publish_dead_letter
+from shared.db import deliveries as delivery_log
 from shared.db import inbox, jobs, sources
+from shared.db.deliveries import Delivery
 from shared.errors import PermanentError, TransientError
 from shared.events.models import DeadLetter, Envelope, SourceFailed, SourceRef, SourceUploaded
 from shared.events.parts import clean_text
@@ -74,23 +78,37 @@ class Worker:
     async def handle(self, record: ConsumerRecord[Any, Any], model: type[E], handler: Handler[E]) -> None:
         """Handle one message with a single-event handler; an escaping error leaves it uncommitted."""
         try:
-            await self._handle(record, model, handler)
+            [begun] = await self._with_retries(lambda: self._begin([record]))
+            if begun > self.max_deliveries:
+                await self._give_up_unfinished(record, model, begun - 1)
+            else:
+                await self._handle(record, model, handler)
             self.deliveries.pop(_coordinates(record), None)
         except TRANSIENT_ERRORS as error:
             if not await self._budget_spent([record], model, error):
                 log.error("message_not_committed", error_type=type(error).__name__, error=str(error)[:300])
+                await self._ended_for_redelivery([record])
                 raise
         except Exception as error:
             # A bug in our own failure path must not become a redelivery loop: park the message and move on.
             log.exception("message_dead_lettered", error_type=type(error).__name__)
             await self._dead_letter(record, "internal_error", f"{type(error).__name__}: {error}")
+        await self._with_retries(lambda: self._finish([record]))  # reached only when the offset is committed
 
     async def handle_batch(
         self, records: Sequence[ConsumerRecord[Any, Any]], model: type[E], handler: BatchHandler[E]
     ) -> None:
         """Handle a batch of messages with a batch handler; one bad event never fails the others."""
         try:
-            await self._handle_batch(records, model, handler)
+            begun = await self._with_retries(lambda: self._begin(records))
+            if max(begun) > 1:
+                # An earlier delivery of this batch never finished (its process died): one message at a time,
+                # so a message that takes the worker down is found and given up, and the others go through.
+                log.warning("batch_isolated", records=len(records), deliveries=max(begun))
+                for record in records:
+                    await self._handle_alone(record, model, handler)
+            else:
+                await self._handle_batch(records, model, handler)
             for record in records:
                 self.deliveries.pop(_coordinates(record), None)
         except TRANSIENT_ERRORS as error:
@@ -101,11 +119,62 @@ class Worker:
                     error=str(error)[:300],
                     records=len(records),
                 )
+                await self._ended_for_redelivery(records)
                 raise
         except Exception as error:
             log.exception("batch_dead_lettered", error_type=type(error).__name__, records=len(records))
             for record in records:
                 await self._dead_letter(record, "internal_error", f"{type(error).__name__}: {error}")
+        await self._with_retries(lambda: self._finish(records))  # reached only when the offsets are committed
+
+    async def _handle_alone(
+        self, record: ConsumerRecord[Any, Any], model: type[E], handler: BatchHandler[E]
+    ) -> None:
+        """One message of a cut-short batch, on its own; given up once it has cut short too many attempts."""
+        attempts = await self._with_retries(
+            lambda: delivery_log.begin_solo_attempt(
+                self.pool, consumer=self.service, message=_delivery(record)
+            )
+        )
+        if attempts > self.max_deliveries:
+            await self._give_up_unfinished(record, model, attempts - 1)
+        else:
+            await self._handle_batch([record], model, handler)
+        await self._with_retries(lambda: self._finish([record]))
+
+    async def _begin(self, records: Sequence[ConsumerRecord[Any, Any]]) -> list[int]:
+        return await delivery_log.begin(
+            self.pool, consumer=self.service, messages=[_delivery(r) for r in records]
+        )
+
+    async def _finish(self, records: Sequence[ConsumerRecord[Any, Any]]) -> None:
+        await delivery_log.finish(self.pool, consumer=self.service, messages=[_delivery(r) for r in records])
+
+    async def _ended_for_redelivery(self, records: Sequence[ConsumerRecord[Any, Any]]) -> None:
+        """A delivery that failed transiently did end: only the delivery budget counts it, not the crash count
+        (best effort: with the database down, the next delivery counts it as unfinished)."""
+        with contextlib.suppress(*TRANSIENT_ERRORS):
+            await self._finish(records)
+
+    async def _give_up_unfinished(
+        self, record: ConsumerRecord[Any, Any], model: type[E], cut_short: int
+    ) -> None:
+        """A message whose handling took its worker down again and again: fail its source, dead-letter it."""
+        event = _try_decode(record, model)
+        if event is not None and await self._with_retries(lambda: self._seen(event)):
+            return  # applied already (the process died after its effects, before the commit)
+        code = "worker_crashed"
+        reason = (
+            f"{cut_short} deliveries of this message to the {self.service} worker never finished (the process was "
+            "killed, ran out of memory or crashed while handling it); given up so it cannot crash-loop the worker: "
+            "replay it from the dead-letter topic once the cause is fixed"
+        )
+        log.error("message_given_up_after_crashes", error_code=code, deliveries=cut_short)
+        if event is not None:
+            with self._bound(event):
+                given_up = PermanentError(code, reason)
+                await self._publish(await self._with_retries(lambda: self._fail(event, given_up)))
+        await self._dead_letter(record, code, reason, attempts=cut_short)
 
     async def _handle(self, record: ConsumerRecord[Any, Any], model: type[E], handler: Handler[E]) -> None:
         # Every step that touches PostgreSQL or Kafka retries like the handler does: a delivery that failed
@@ -388,6 +457,13 @@ def _replayed(record: ConsumerRecord[Any, Any]) -> bool:
 
 def _coordinates(record: ConsumerRecord[Any, Any]) -> tuple[str, int, int]:
     return (record.topic, record.partition, record.offset)
+
+
+def _delivery(record: ConsumerRecord[Any, Any]) -> Delivery:
+    digest = hashlib.sha256(record.key or b"")
+    digest.update(b"\0")
+    digest.update(record.value or b"")
+    return Delivery(record.topic, record.partition, record.offset, digest.hexdigest())
 
 
 def _try_decode(record: ConsumerRecord[Any, Any], model: type[E]) -> E | None:

@@ -94,6 +94,9 @@ def stack_env(
         "LMGPA_MODEL_CACHE_DIR": str(home / "models"),
         # Tansu answers a consumer group's join after about half the session timeout: keep it short here.
         "LMGPA_SESSION_TIMEOUT_MS": "4000",
+        # Tansu can keep a departed leader after a LeaveGroup (every later join then waits for its SyncGroup
+        # forever, seen when all of a group's workers stopped during a rebalance): let sessions expire instead.
+        "LMGPA_KAFKA_LEAVE_GROUP_ON_SHUTDOWN": "false",
     }
 
 

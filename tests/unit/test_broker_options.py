@@ -1,0 +1,57 @@
+"""The subscriber options every worker shares: groups, offsets, commits, and how a stopping worker leaves."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from faststream.middlewares import AckPolicy
+
+from shared.broker import consumer_options, make_broker
+from shared.events import topics
+from shared.settings import Settings
+
+
+def test_a_worker_commits_only_after_success_and_reads_from_the_earliest_offset() -> None:
+    options = consumer_options(Settings(), service="ocr", topic=topics.PHOTO_UPLOADED)
+    assert options["group_id"] == "lmgpa.ocr"
+    assert options["ack_policy"] is AckPolicy.NACK_ON_ERROR
+    assert options["auto_offset_reset"] == "earliest"  # the embedded broker's "latest" is wrong
+    assert "batch" not in options
+
+
+def test_a_second_input_of_a_worker_has_a_group_of_its_own() -> None:
+    options = consumer_options(Settings(), service="transcription", topic=topics.AUDIO_PIECES)
+    assert options["group_id"] == "lmgpa.transcription.pieces"
+
+
+def test_by_default_a_stopping_worker_leaves_its_group_at_once() -> None:
+    options = consumer_options(Settings(), service="embedding", topic=topics.TEXT_EXTRACTED, batch=True)
+    assert "group_instance_id" not in options
+    assert options["batch"] is True and options["max_records"] == Settings().batch_max_records
+
+
+def test_without_leave_group_a_stopping_consumer_sends_no_leavegroup(monkeypatch: pytest.MonkeyPatch) -> None:
+    from aiokafka.consumer.group_coordinator import GroupCoordinator
+
+    monkeypatch.setattr(GroupCoordinator, "_maybe_leave_group", GroupCoordinator._maybe_leave_group)
+    sent: list[object] = []
+
+    class Coordinator:
+        generation, member_id, group_id, _group_instance_id = 7, "m-1", "g", None
+
+        async def _send_req(self, request: object) -> None:
+            sent.append(request)
+
+        def reset_generation(self) -> None:
+            self.generation, self.member_id = -1, ""
+
+    leaving = Coordinator()
+    asyncio.run(GroupCoordinator._maybe_leave_group(leaving))  # type: ignore[arg-type]
+    assert len(sent) == 1, "by default a LeaveGroup is sent"
+
+    make_broker(Settings(kafka_leave_group_on_shutdown=False), service="upload")
+    expiring = Coordinator()
+    asyncio.run(GroupCoordinator._maybe_leave_group(expiring))  # type: ignore[arg-type]
+    assert len(sent) == 1, "no LeaveGroup: the session expires"
+    assert (expiring.generation, expiring.member_id) == (-1, ""), "the local generation is reset all the same"
