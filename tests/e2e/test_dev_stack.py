@@ -7,9 +7,11 @@ import json
 import os
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -31,6 +33,23 @@ def stack_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         yield home
     finally:
         lmgpa(home, "dev", "down", "--purge", check=False)
+
+
+def refused_uploads(home: Path) -> list[dict[str, Any]]:
+    """The upload worker's dead letters of invalid events, oldest first, as `lmgpa dlq list --json` shows them."""
+    letters = json.loads(lmgpa(home, "dlq", "list", "--json").stdout)
+    return [d for d in letters if (d["consumer"], d["error_code"]) == ("upload", "invalid_event")]
+
+
+def wait_for_count(look: Any, count: int, timeout: float = 120) -> list[dict[str, Any]]:
+    """Poll `look` until it returns `count` items."""
+    deadline = time.monotonic() + timeout
+    found: list[dict[str, Any]] = look()
+    while len(found) < count and time.monotonic() < deadline:
+        time.sleep(1)
+        found = look()
+    assert len(found) == count, found
+    return found
 
 
 def test_ingest_status_search_and_replay_through_separate_processes(stack_home: Path, tmp_path: Path) -> None:
@@ -176,6 +195,41 @@ def test_ingest_status_search_and_replay_through_separate_processes(stack_home: 
     )
     assert chain_hits and chain_hits[0]["metadata"]["title"] == "Chain rule, with worked examples"
 
+    # A malformed upload is dead-lettered; an operator sees it with `dlq list` and sends it back with
+    # `dlq replay` (still malformed, so it is parked again).
+    before = len(refused_uploads(stack_home))
+    lmgpa(
+        stack_home,
+        "replay",
+        str(FIXTURES / "events" / "lmgpa.source.uploaded.v1" / "upload-unknown-kind.json"),
+    )
+    letter = wait_for_count(lambda: refused_uploads(stack_home), before + 1)[-1]
+    assert letter["original_topic"] == "lmgpa.source.uploaded.v1" and "kind" in letter["reason"]
+    replayed = lmgpa(stack_home, "dlq", "replay", "--id", letter["dead_letter_id"]).stdout
+    assert "replayed 1 message(s)" in replayed
+    again = wait_for_count(lambda: refused_uploads(stack_home), before + 2)[-1]
+    assert (
+        again["original_key"] == letter["original_key"]
+        and again["dead_letter_id"] != letter["dead_letter_id"]
+    )
+
+    # The backend deletes a source: `lmgpa delete` publishes it, and its chunks leave Chroma (and Qdrant:
+    # counted below, once the stack is down and the indexing worker has let go of the local Qdrant folder).
+    lmgpa(stack_home, "delete", "--user", str(user), "--class", str(klass), "--source", other["source_id"])
+
+    def still_found() -> bool:
+        hits = json.loads(
+            lmgpa(
+                stack_home, "search", "dot product", "--user", str(user), "--class", str(klass), "--json"
+            ).stdout
+        )
+        return any(h["source_id"] == other["source_id"] for h in hits)
+
+    deadline = time.monotonic() + 120
+    while still_found() and time.monotonic() < deadline:
+        time.sleep(1)
+    assert not still_found(), "a deleted source is never found again"
+
     # One more worker, started by hand from `lmgpa dev env`, joins the running stack.
     env_lines = lmgpa(stack_home, "dev", "env").stdout.splitlines()
     exported = dict(line.removeprefix("export ").split("=", 1) for line in env_lines)
@@ -241,7 +295,7 @@ def test_ingest_status_search_and_replay_through_separate_processes(stack_home: 
             count_filter=models.Filter(
                 must=[models.FieldCondition(key="user_id", match=models.MatchValue(value=str(user)))]
             ),
-        ).count == 3 * 0 + sum(x["chunk_count"] for x in (ingested, other, third))
+        ).count == sum(x["chunk_count"] for x in (ingested, third)), "the deleted source's points are gone"
     finally:
         client.close()
     lmgpa(stack_home, "dev", "up")  # the fixture's teardown purges it
