@@ -119,6 +119,7 @@ def resilient_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]
     home = tmp_path_factory.mktemp("resilience")
     state = stack.up(home, replicas=2)
     env = state.env
+    saved = dict(os.environ)
     os.environ.update({k: v for k, v in env.items()})
     settings = Settings(**{k.removeprefix("LMGPA_").lower(): v for k, v in env.items()})  # type: ignore[arg-type]
     owner, stranger = (uuid.uuid4(), uuid.uuid4()), (uuid.uuid4(), uuid.uuid4())
@@ -136,6 +137,8 @@ def resilient_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]
         yield Stack(home, state, settings, env["LMGPA_DATABASE_URL"], owner, stranger)
     finally:
         stack.down(home, purge=True)
+        os.environ.clear()  # the stack's settings must not leak into the tests that run after this module
+        os.environ.update(saved)
 
 
 def bad_corpus(s: Stack, tmp: Path) -> list[Case]:
@@ -245,6 +248,33 @@ def note_cases(s: Stack, count: int, rng: random.Random) -> list[Case]:
             )
         )
     return out
+
+
+def with_new_student(s: Stack) -> Stack:
+    """The stack with a student and class of their own, so a test's counts are its own alone."""
+    owner, klass = uuid.uuid4(), uuid.uuid4()
+
+    async def seed() -> None:
+        from shared.db import owners
+
+        pool = await asyncpg.create_pool(s.dsn)
+        await owners.ensure_user(pool, user_id=owner)
+        await owners.ensure_class(pool, class_id=klass, user_id=owner)
+        await pool.close()
+
+    asyncio.run(seed())
+    return Stack(s.home, s.state, s.settings, s.dsn, (owner, klass), s.stranger)
+
+
+def photo_cases(s: Stack, count: int, tmp: Path) -> list[Case]:
+    """Photos of notes (clean, unevenly lit, rotated) that must complete."""
+    cases = []
+    for n in range(count):
+        photo = tmp / f"photo{n}.jpg"
+        save_image(note_photo(("clean", "uneven_light", "rotated")[n % 3]).image, photo)
+        event = upload(*s.owner, "photo", f"Photo {n}", storage_url=stored(s, photo, photo.name))
+        cases.append(Case(f"photo {n}", event, "completed"))
+    return cases
 
 
 def expected_chunks(text: str) -> int:
@@ -419,29 +449,10 @@ def test_chaos_nothing_lost_nothing_duplicated(resilient_stack: Stack, tmp_path:
     s = resilient_stack
     rng = random.Random(42)
     # A student of its own, so the counts below are this run's alone.
-    owner, klass = uuid.uuid4(), uuid.uuid4()
-
-    async def seed() -> None:
-        from shared.db import owners
-
-        pool = await asyncpg.create_pool(s.dsn)
-        await owners.ensure_user(pool, user_id=owner)
-        await owners.ensure_class(pool, class_id=klass, user_id=owner)
-        await pool.close()
-
-    asyncio.run(seed())
-    s = Stack(s.home, s.state, s.settings, s.dsn, (owner, klass), s.stranger)
+    s = with_new_student(s)
+    owner, klass = s.owner
     cases = note_cases(s, 170, rng)
-    for n in range(12):
-        photo = tmp_path / f"photo{n}.jpg"
-        save_image(note_photo(("clean", "uneven_light", "rotated")[n % 3]).image, photo)
-        cases.append(
-            Case(
-                f"photo {n}",
-                upload(owner, klass, "photo", f"Photo {n}", storage_url=stored(s, photo, photo.name)),
-                "completed",
-            )
-        )
+    cases += photo_cases(s, 12, tmp_path)
     for n in range(10):
         make_text_pdf(tmp_path / f"book{n}.pdf", pages=3 + n % 3)
         cases.append(
@@ -584,29 +595,10 @@ def test_sigterm_lets_in_flight_work_finish_or_be_redelivered(
     shutdown path, and after a restart every source completes with exactly its chunks in both stores."""
     s = resilient_stack
     restart_dead_workers(s)  # the chaos run stopped them to read the local Qdrant folder
-    owner, klass = uuid.uuid4(), uuid.uuid4()
-
-    async def seed() -> None:
-        from shared.db import owners
-
-        pool = await asyncpg.create_pool(s.dsn)
-        await owners.ensure_user(pool, user_id=owner)
-        await owners.ensure_class(pool, class_id=klass, user_id=owner)
-        await pool.close()
-
-    asyncio.run(seed())
-    s = Stack(s.home, s.state, s.settings, s.dsn, (owner, klass), s.stranger)
+    s = with_new_student(s)
+    owner, klass = s.owner
     cases = note_cases(s, 60, random.Random(7))
-    for n in range(16):  # OCR takes a second or more a photo: plenty is still queued when the SIGTERM lands
-        photo = tmp_path / f"photo{n}.jpg"
-        save_image(note_photo(("clean", "uneven_light", "rotated")[n % 3]).image, photo)
-        cases.append(
-            Case(
-                f"photo {n}",
-                upload(owner, klass, "photo", f"Photo {n}", storage_url=stored(s, photo, photo.name)),
-                "completed",
-            )
-        )
+    cases += photo_cases(s, 16, tmp_path)  # a second or more of OCR each: plenty is queued at the SIGTERM
     for n in range(4):
         make_text_pdf(tmp_path / f"book{n}.pdf", pages=4 + n)
         book = stored(s, tmp_path / f"book{n}.pdf", f"book{n}.pdf")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 
 import pytest
 from faststream.middlewares import AckPolicy
@@ -10,6 +11,13 @@ from faststream.middlewares import AckPolicy
 from shared.broker import consumer_options, make_broker
 from shared.events import topics
 from shared.settings import Settings
+
+
+@pytest.fixture(autouse=True)
+def no_lmgpa_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Settings() here are the defaults, whatever a stack started earlier in this process exported."""
+    for name in [n for n in os.environ if n.startswith("LMGPA_")]:
+        monkeypatch.delenv(name)
 
 
 def test_a_worker_commits_only_after_success_and_reads_from_the_earliest_offset() -> None:
