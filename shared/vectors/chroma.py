@@ -19,7 +19,7 @@ from chromadb.errors import ChromaError, RateLimitError
 from shared.errors import TransientError
 from shared.events.models import SourceRef
 from shared.settings import Settings
-from shared.vectors.records import SearchHit, VectorRecord, chroma_collection_name
+from shared.vectors.records import SearchHit, VectorRecord, chroma_collection_name, newest_generation_only
 
 COLLECTION_CONFIGURATION: CreateCollectionConfiguration = {"hnsw": {"space": "cosine"}}
 UPSERT_BATCH = 256
@@ -114,7 +114,7 @@ class ChromaStore:
                 hits.append(
                     SearchHit(score=1.0 - float(distance), document_id=doc_id, text=text, metadata=dict(meta))
                 )
-        return sorted(hits, key=lambda h: h.score, reverse=True)[:limit]
+        return sorted(newest_generation_only(hits), key=lambda h: h.score, reverse=True)[:limit]
 
     async def delete(
         self,
@@ -143,7 +143,7 @@ class ChromaStore:
 
     async def promote(self, source: SourceRef) -> None:
         """Show a reprocessed source's new generation, then drop every other one (two requests: Chroma has no
-        batch of mixed operations; a search between them sees the new generation and the old, for one step)."""
+        batch of mixed operations; a search between them finds both, and keeps each source's newest)."""
         collection = chroma_collection_name(source.user_id, source.class_id, source.content_type)
         source_id, generation = source.source_id, source.generation
         with _transient_when_down():

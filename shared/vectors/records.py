@@ -90,3 +90,15 @@ class SearchHit:
     document_id: str
     text: str
     metadata: dict[str, Any]
+
+
+def newest_generation_only(hits: list[SearchHit]) -> list[SearchHit]:
+    """Each source's hits of its newest generation only: while a reprocess is shown (new chunks made visible,
+    then the old ones deleted), a reader sees the new version or the old one, never both."""
+    newest: dict[str, int] = {}
+    for hit in hits:
+        source, generation = str(hit.metadata.get("source_id")), int(hit.metadata.get("generation", 0))
+        newest[source] = max(newest.get(source, generation), generation)
+    return [
+        h for h in hits if int(h.metadata.get("generation", 0)) == newest[str(h.metadata.get("source_id"))]
+    ]

@@ -499,3 +499,21 @@ async def test_a_delete_writes_its_tombstone_before_touching_any_store() -> None
     assert await delete_vectors(deletion, stores=stores, ledger=ledger) == []
     assert [e[0] for e in log] == ["tombstone", "delete", "delete", "deletion_done"]
     assert log[-1] == ("deletion_done", 4) and all(s.records == {} for s in stores)
+
+
+def test_a_search_keeps_each_sources_newest_generation_only() -> None:
+    from shared.vectors.records import SearchHit, newest_generation_only
+
+    def hit(source: str, generation: int, score: float) -> SearchHit:
+        return SearchHit(
+            score, f"{source}-{generation}-{score}", "t", {"source_id": source, "generation": generation}
+        )
+
+    hits = [hit("a", 0, 0.9), hit("a", 1, 0.8), hit("a", 1, 0.5), hit("b", 0, 0.7), hit("a", 0, 0.4)]
+    kept = newest_generation_only(hits)
+    assert [(h.metadata["source_id"], h.metadata["generation"], h.score) for h in kept] == [
+        ("a", 1, 0.8),
+        ("a", 1, 0.5),
+        ("b", 0, 0.7),
+    ]
+    assert newest_generation_only([]) == []
