@@ -39,7 +39,9 @@ class LogContextMiddleware(BaseMiddleware):
 def expire_instead_of_leaving() -> None:
     """Make this process's consumers let their group sessions expire instead of sending LeaveGroup.
 
-    For the embedded Tansu broker only (``LMGPA_KAFKA_LEAVE_GROUP_ON_SHUTDOWN=false``): after every member of a
+    Called by a worker process (shared.service.Runtime) whose settings say so; a process-wide switch, so never
+    from code that only publishes (the CLI, tests). For the embedded Tansu broker only
+    (``LMGPA_KAFKA_LEAVE_GROUP_ON_SHUTDOWN=false``): after every member of a
     group had left during a rebalance, it was seen to keep the departed leader, so that each later JoinGroup
     was answered with that leader and every SyncGroup failed, for good (the group never consumed again).
     Members that simply stop heartbeating are expired correctly (the chaos test kills workers by the dozen).
@@ -55,8 +57,6 @@ def expire_instead_of_leaving() -> None:
 
 def make_broker(settings: Settings, *, service: str) -> KafkaBroker:
     """A broker for one service. No idempotent producer: Tansu lacks it; effects are idempotent instead."""
-    if not settings.kafka_leave_group_on_shutdown:
-        expire_instead_of_leaving()
     return KafkaBroker(
         settings.kafka_bootstrap_servers,
         client_id=f"lmgpa-{service}",

@@ -6,9 +6,12 @@ import asyncio
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from shared.settings import Settings
 
 
 def default_model_path() -> Path:
@@ -40,6 +43,15 @@ class SentenceEmbedder:
         self.dimensions: int = dimensions
         self.max_tokens: int = max_tokens
 
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SentenceEmbedder:
+        """The model the settings name (default: the packaged all-MiniLM-L6-v2)."""
+        return cls(
+            settings.embedding_model_path,
+            name=settings.embedding_model_name,
+            batch_size=settings.embedding_batch_size,
+        )
+
     def embed_sync(self, texts: Sequence[str]) -> np.ndarray[Any, Any]:
         """Unit-length vectors (cosine = dot product), one row per text."""
         if not texts:
@@ -56,3 +68,8 @@ class SentenceEmbedder:
     async def embed(self, texts: Sequence[str]) -> np.ndarray[Any, Any]:
         """``embed_sync`` off the event loop."""
         return await asyncio.to_thread(self.embed_sync, texts)
+
+    async def embed_query(self, text: str) -> list[float]:
+        """One search query's vector, made as the chunks' are."""
+        vector: list[float] = (await self.embed([text]))[0].tolist()
+        return vector

@@ -11,7 +11,7 @@ from faststream import FastStream
 from faststream.asgi import AsgiFastStream, make_ping_asgi
 from faststream.kafka import KafkaBroker
 
-from shared.broker import make_broker
+from shared.broker import expire_instead_of_leaving, make_broker
 from shared.db.pool import create_pool
 from shared.logging import configure_logging, get_logger
 from shared.settings import Settings, get_settings
@@ -32,6 +32,8 @@ class Runtime:
 
     def __post_init__(self) -> None:
         configure_logging(service=self.service, fmt=self.settings.log_format, level=self.settings.log_level)
+        if not self.settings.kafka_leave_group_on_shutdown:
+            expire_instead_of_leaving()
         self.broker = make_broker(self.settings, service=self.service)
 
     @asynccontextmanager

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import hashlib
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import asyncpg
@@ -72,22 +71,21 @@ class Worker:
     pool: asyncpg.Pool
     retry_delays: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0, 8.0)
     max_deliveries: int = 5
-    deliveries: dict[tuple[str, int, int], int] = field(default_factory=dict)
-    """Deliveries so far of messages that failed transiently, by (topic, partition, offset)."""
+    """Deliveries of a message that do not end in a commit (transient failures, or the process dying) before
+    it is given up; counted in PostgreSQL (message_deliveries), so across processes and restarts."""
 
     async def handle(self, record: ConsumerRecord[Any, Any], model: type[E], handler: Handler[E]) -> None:
         """Handle one message with a single-event handler; an escaping error leaves it uncommitted."""
+        begun: list[int] = []
         try:
-            [begun] = await self._with_retries(lambda: self._begin([record]))
-            if begun > self.max_deliveries:
-                await self._give_up_unfinished(record, model, begun - 1)
+            begun = await self._with_retries(lambda: self._begin([record]))
+            if begun[0] > self.max_deliveries:
+                await self._give_up_unfinished(record, model, begun[0] - 1)
             else:
                 await self._handle(record, model, handler)
-            self.deliveries.pop(_coordinates(record), None)
         except TRANSIENT_ERRORS as error:
-            if not await self._budget_spent([record], model, error):
+            if not await self._budget_spent([record], begun, model, error):
                 log.error("message_not_committed", error_type=type(error).__name__, error=str(error)[:300])
-                await self._ended_for_redelivery([record])
                 raise
         except Exception as error:
             # A bug in our own failure path must not become a redelivery loop: park the message and move on.
@@ -99,27 +97,26 @@ class Worker:
         self, records: Sequence[ConsumerRecord[Any, Any]], model: type[E], handler: BatchHandler[E]
     ) -> None:
         """Handle a batch of messages with a batch handler; one bad event never fails the others."""
+        begun: list[int] = []
         try:
             begun = await self._with_retries(lambda: self._begin(records))
             if max(begun) > 1:
-                # An earlier delivery of this batch never finished (its process died): one message at a time,
-                # so a message that takes the worker down is found and given up, and the others go through.
+                # An earlier delivery of this batch did not end in a commit (its process may have died on one
+                # of them): one message at a time, so a message that takes the worker down is found and given
+                # up, and the others go through.
                 log.warning("batch_isolated", records=len(records), deliveries=max(begun))
                 for record in records:
                     await self._handle_alone(record, model, handler)
             else:
                 await self._handle_batch(records, model, handler)
-            for record in records:
-                self.deliveries.pop(_coordinates(record), None)
         except TRANSIENT_ERRORS as error:
-            if not await self._budget_spent(records, model, error):
+            if not await self._budget_spent(records, begun, model, error):
                 log.error(
                     "batch_not_committed",
                     error_type=type(error).__name__,
                     error=str(error)[:300],
                     records=len(records),
                 )
-                await self._ended_for_redelivery(records)
                 raise
         except Exception as error:
             log.exception("batch_dead_lettered", error_type=type(error).__name__, records=len(records))
@@ -150,16 +147,11 @@ class Worker:
     async def _finish(self, records: Sequence[ConsumerRecord[Any, Any]]) -> None:
         await delivery_log.finish(self.pool, consumer=self.service, messages=[_delivery(r) for r in records])
 
-    async def _ended_for_redelivery(self, records: Sequence[ConsumerRecord[Any, Any]]) -> None:
-        """A delivery that failed transiently did end: only the delivery budget counts it, not the crash count
-        (best effort: with the database down, the next delivery counts it as unfinished)."""
-        with contextlib.suppress(*TRANSIENT_ERRORS):
-            await self._finish(records)
-
     async def _give_up_unfinished(
         self, record: ConsumerRecord[Any, Any], model: type[E], cut_short: int
     ) -> None:
-        """A message whose handling took its worker down again and again: fail its source, dead-letter it."""
+        """A message none of whose last deliveries ended (the process handling it died, or gave up transiently
+        before dying): it cannot be allowed to crash-loop the worker; fail its source and dead-letter it."""
         event = _try_decode(record, model)
         if event is not None and await self._with_retries(lambda: self._seen(event)):
             return  # applied already (the process died after its effects, before the commit)
@@ -330,18 +322,19 @@ class Worker:
                 log.warning("source_reopened_by_replay", source_id=str(ref.source_id))
 
     async def _budget_spent(
-        self, records: Sequence[ConsumerRecord[Any, Any]], model: type[E], error: BaseException
+        self,
+        records: Sequence[ConsumerRecord[Any, Any]],
+        counts: Sequence[int],
+        model: type[E],
+        error: BaseException,
     ) -> bool:
-        """Count a failed delivery; once a message has used its budget, fail its source and dead-letter it.
+        """A delivery (the ``counts``-th of each message) failed transiently; once a message has used its
+        budget, fail its source and dead-letter it. With no count (the database was down before one could be
+        written) the message is never given up: it is redelivered.
 
         Returns True when the messages were given up (so they are committed), False to have them redelivered.
         """
-        counts = []
-        for record in records:
-            key = _coordinates(record)
-            self.deliveries[key] = self.deliveries.get(key, 0) + 1
-            counts.append(self.deliveries[key])
-        if max(counts) < self.max_deliveries:
+        if not counts or max(counts) < self.max_deliveries:
             return False
         reason = f"still failing after {max(counts)} deliveries: {type(error).__name__}: {str(error)[:300]}"
         code = error.code if isinstance(error, TransientError) else "retries_exhausted"
@@ -354,7 +347,6 @@ class Worker:
                         await self._with_retries(lambda e=event, g=given_up: self._fail(e, g))  # type: ignore[misc]
                     )
             await self._dead_letter(record, code, reason, attempts=attempts)
-            self.deliveries.pop(_coordinates(record), None)
         log.error("delivery_budget_spent", error_code=code, records=len(records))
         return True
 
@@ -453,10 +445,6 @@ class Worker:
 
 def _replayed(record: ConsumerRecord[Any, Any]) -> bool:
     return any(key == "replayed_from" for key, _ in record.headers or ())
-
-
-def _coordinates(record: ConsumerRecord[Any, Any]) -> tuple[str, int, int]:
-    return (record.topic, record.partition, record.offset)
 
 
 def _delivery(record: ConsumerRecord[Any, Any]) -> Delivery:

@@ -9,11 +9,6 @@ lacks), for the migrations' tests only.
 from __future__ import annotations
 
 import contextlib
-import os
-import pwd
-import shlex
-import shutil
-import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,15 +17,8 @@ import pytest
 
 from shared.devstack.servers import (
     ServerProcess,
-    _initdb_locale,
-    _postmaster_alive,
-    _read_postmaster_pid,
-    _run_pg_tool,
-    _tcp_accepts,
-    _wait_ready,
     create_database,
     drop_database,
-    free_port,
     remove_postgres,
     start_broker,
     start_chroma,
@@ -91,75 +79,21 @@ def chroma_server(devstack_home: Path) -> Iterator[ServerProcess]:
         stop_process(CURRENT.pop("chroma", server))
 
 
-def _debian_server(data_dir: Path, pid: int, port: int) -> ServerProcess:
-    """The ServerProcess of the Debian cluster in data_dir (its log beside it)."""
-    return ServerProcess(
-        name="debian-postgres",
-        pid=pid,
-        port=port,
-        url=f"postgresql://postgres@127.0.0.1:{port}/postgres",
-        data_dir=data_dir,
-        log_path=data_dir.parent / "postgres.log",
-    )
-
-
-def _stop_debian_postgres(data_dir: Path, account: pwd.struct_passwd | None) -> None:
-    """``pg_ctl stop -m fast`` the cluster of data_dir if it runs, by signals if that fails."""
-    info = _read_postmaster_pid(data_dir)
-    if info is None or not _postmaster_alive(data_dir, info[0]):
-        return
-    stop = [str(DEBIAN_POSTGRES_BIN / "pg_ctl"), "-D", str(data_dir), "-m", "fast", "-w", "-t", "60", "stop"]
-    if _run_pg_tool(stop, account, data_dir.parent, timeout=70).returncode != 0:
-        stop_process(_debian_server(data_dir, info[0], info[1] or 0))
-
-
 @pytest.fixture(scope="session")
-def debian_postgres() -> Iterator[ServerProcess]:
-    """A throwaway cluster of Debian's PostgreSQL 15 (with uuid-ossp); its ``url`` is the ``postgres`` database.
-
-    Runs as the ``postgres`` system user when we are root (as ourselves otherwise), with its data in a
-    temporary folder that user can reach, on a free port of 127.0.0.1; removed (data included) at the end.
-    """
-    missing = [
-        str(path)
-        for path in (DEBIAN_POSTGRES_BIN / "initdb", DEBIAN_POSTGRES_BIN / "pg_ctl", DEBIAN_UUID_OSSP)
-        if not path.exists()
-    ]
+def debian_postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """A throwaway cluster of Debian's PostgreSQL 15 (with uuid-ossp), started like the embedded one."""
+    missing = [str(p) for p in (DEBIAN_POSTGRES_BIN / "initdb", DEBIAN_UUID_OSSP) if not p.exists()]
     if missing:
         pytest.fail(
             f"Debian's PostgreSQL 15 is not installed ({', '.join(missing)} missing): "
             "run deploy/system-deps.sh as root (make system-deps)",
             pytrace=False,
         )
-    account = pwd.getpwnam("postgres") if os.geteuid() == 0 else None
-    # Not under pytest's temporary folder: /tmp/pytest-of-root is mode 700, out of the postgres user's reach.
-    # A short path also keeps the socket (base/.s.PGSQL.port) within the 107 bytes a socket path may have.
-    base = Path(tempfile.mkdtemp(prefix="lmgpa-debian-pg-")).resolve()
-    data_dir, log_path = base / "data", base / "postgres.log"
+    server = start_postgres(tmp_path_factory.mktemp("debian-postgres"), bin_dir=DEBIAN_POSTGRES_BIN)
     try:
-        if account is not None:
-            os.chown(base, account.pw_uid, account.pw_gid)
-        initdb = [str(DEBIAN_POSTGRES_BIN / "initdb"), "-D", str(data_dir), "-A", "trust", "-U", "postgres"]
-        initdb += ["--encoding=UTF8", f"--locale={_initdb_locale()}"]
-        result = _run_pg_tool(initdb, account, base, timeout=120)
-        if result.returncode != 0:
-            pytest.fail(f"initdb of Debian's PostgreSQL 15 failed ({result.returncode}):\n{result.stdout}")
-        port = free_port()
-        options = f"-h 127.0.0.1 -p {port} -k {shlex.quote(str(base))} -c fsync=off"  # data thrown away
-        start = [str(DEBIAN_POSTGRES_BIN / "pg_ctl"), "-D", str(data_dir), "-w", "-t", "60"]
-        start += ["-o", options, "-l", str(log_path), "start"]
-        try:
-            result = _run_pg_tool(start, account, base, timeout=70)
-            info = _read_postmaster_pid(data_dir)
-            if result.returncode != 0 or info is None:
-                log = log_path.read_text(errors="replace") if log_path.exists() else "(no log)"
-                pytest.fail(f"pg_ctl start failed ({result.returncode}):\n{result.stdout}\n{log}")
-            _wait_ready("debian-postgres", info[0], log_path, lambda: _tcp_accepts(port), 60)
-            yield _debian_server(data_dir, info[0], port)
-        finally:
-            _stop_debian_postgres(data_dir, account)
+        yield server
     finally:
-        shutil.rmtree(base, ignore_errors=True)
+        remove_postgres(server)
 
 
 @contextlib.contextmanager

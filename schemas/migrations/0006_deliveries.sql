@@ -1,8 +1,9 @@
--- Deliveries of a message that have begun and not finished, per consumer. A row is written before a worker
--- handles a message and removed once its effects are durable, so a row that outlives its delivery means the
--- process died in the middle (killed, out of memory, a native crash). The runner counts them across
--- processes: a message that keeps taking its worker down is failed and dead-lettered instead of crash-looping,
--- and a batch that was cut short is handled one message at a time until the culprit is found.
+-- Deliveries of a message that have begun and not ended in a commit, per consumer. A row is written (or its
+-- count raised) before a worker handles a message and removed once the message is committed, so the count is
+-- the message's deliveries so far, whichever process had them: it bounds transient retries across replicas
+-- and restarts, and a message that keeps taking its worker down (killed, out of memory, a native crash) is
+-- failed and dead-lettered instead of crash-looping; a batch whose delivery did not end is handled one message
+-- at a time until the culprit is found.
 CREATE TABLE message_deliveries (
   consumer VARCHAR(50) NOT NULL,
   topic VARCHAR(200) NOT NULL,

@@ -35,11 +35,7 @@ models = Models()
 async def lifespan() -> AsyncIterator[None]:
     """Load the model and tokenizer once per process."""
     settings = runtime.settings
-    embedder = SentenceEmbedder(
-        settings.embedding_model_path,
-        name=settings.embedding_model_name,
-        batch_size=settings.embedding_batch_size,
-    )
+    embedder = SentenceEmbedder.from_settings(settings)
     models.embedder = embedder
     models.chunker = TokenChunker(
         HfTokenCounter(embedder.path),

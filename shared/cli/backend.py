@@ -277,8 +277,7 @@ async def search_chunks(
     """Embed the query with the pipeline's model and search one store, always filtered to the user."""
     from shared.embedder import SentenceEmbedder
 
-    embedder = SentenceEmbedder(settings.embedding_model_path, name=settings.embedding_model_name)
-    vector = (await embedder.embed([query]))[0].tolist()
+    vector = await SentenceEmbedder.from_settings(settings).embed_query(query)
     content_types = [content_type] if content_type else list(CONTENT_TYPE_OF_KIND.values())
     if store == "chroma":
         from shared.vectors.chroma import ChromaStore, make_chroma_client

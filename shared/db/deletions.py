@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import uuid
-from typing import TypeAlias
 
-import asyncpg
-
-Executor: TypeAlias = asyncpg.Pool | asyncpg.Connection
+from shared.db.pool import Executor
 
 
 async def record_deletion(

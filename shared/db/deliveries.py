@@ -4,11 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TypeAlias
 
-import asyncpg
-
-Executor: TypeAlias = asyncpg.Pool | asyncpg.Connection
+from shared.db.pool import Executor
 
 
 @dataclass(frozen=True)

@@ -5,11 +5,8 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TypeAlias
 
-import asyncpg
-
-Executor: TypeAlias = asyncpg.Pool | asyncpg.Connection
+from shared.db.pool import Executor
 
 
 async def is_processed(conn: Executor, *, consumer: str, event_id: uuid.UUID) -> bool:

@@ -5,11 +5,9 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeAlias
+from typing import Any
 
-import asyncpg
-
-Executor: TypeAlias = asyncpg.Pool | asyncpg.Connection
+from shared.db.pool import Executor
 
 
 @dataclass(frozen=True)

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+from typing import TypeAlias
 
 import asyncpg
+
+Executor: TypeAlias = asyncpg.Pool | asyncpg.Connection
+"""What the SQL functions run on: the pool, or one connection (inside a transaction)."""
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:

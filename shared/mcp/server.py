@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import httpx
-from chromadb.errors import ChromaError, NotFoundError
+from chromadb.errors import ChromaError
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import ToolAnnotations
@@ -23,21 +23,15 @@ from shared.mcp.tools import (
     ChromaTools,
     CollectionInfo,
     CollectionList,
-    CollectionStats,
     CountResult,
     PeekResult,
     SearchResult,
-    StoredDocument,
     ToolRefused,
-    Where,
 )
 from shared.settings import Settings
 from shared.vectors.chroma import ChromaStore, make_chroma_client
-from shared.vectors.records import SearchHit
 
 if TYPE_CHECKING:
-    from chromadb.api import AsyncClientAPI
-
     from shared.embedder import SentenceEmbedder
 
 TOOL_NAMES = (
@@ -58,86 +52,8 @@ CollectionArg = Annotated[
 LimitArg = Annotated[int, Field(ge=1, le=MAX_LIMIT, description=f"How many, 1 to {MAX_LIMIT}.")]
 
 
-class ChromaDocuments:
-    """The tools' DocumentStore over a Chroma server; the client is made on first use."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self._client: AsyncClientAPI | None = None
-        self._lock = asyncio.Lock()
-
-    async def client(self) -> AsyncClientAPI:
-        """The async HTTP client, connected once."""
-        async with self._lock:
-            if self._client is None:
-                self._client = await make_chroma_client(self.settings)
-            return self._client
-
-    async def _collection(self, name: str) -> Any:
-        try:
-            return await (await self.client()).get_collection(name, embedding_function=None)
-        except NotFoundError:
-            return None
-
-    async def collection_names(self) -> list[str]:
-        """The name of every collection on the server."""
-        return [c.name for c in await (await self.client()).list_collections()]
-
-    async def collection_stats(self, name: str) -> CollectionStats | None:
-        """A collection's dimension, distance and metadata; None if it does not exist."""
-        collection = await self._collection(name)
-        if collection is None:
-            return None
-        configuration: dict[str, Any] = dict(collection.configuration_json or {})
-        index = configuration.get("hnsw") or configuration.get("spann") or {}
-        return CollectionStats(
-            dimension=collection.get_model().dimension,
-            distance=index.get("space") if isinstance(index, dict) else None,
-            metadata=dict(collection.metadata or {}),
-        )
-
-    async def documents(
-        self, name: str, *, where: Where, limit: int | None, with_text: bool
-    ) -> list[StoredDocument] | None:
-        """Documents matching ``where`` (at most ``limit``), embeddings left out; None if no such collection."""
-        collection = await self._collection(name)
-        if collection is None:
-            return None
-        found = await collection.get(
-            where=where, limit=limit, include=["documents", "metadatas"] if with_text else ["metadatas"]
-        )
-        texts: list[str | None] = list(found["documents"] or []) if with_text else [None] * len(found["ids"])
-        metadatas = found["metadatas"] or []
-        return [
-            StoredDocument(document_id=doc_id, text=text, metadata=dict(meta))
-            for doc_id, text, meta in zip(found["ids"], texts, metadatas, strict=True)
-        ]
-
-    async def count(self, name: str, *, where: Where) -> int | None:
-        """How many documents match ``where``; None if no such collection."""
-        collection = await self._collection(name)
-        if collection is None:
-            return None
-        return len((await collection.get(where=where, include=[]))["ids"])
-
-    async def search(
-        self,
-        vector: Sequence[float],
-        *,
-        user_id: uuid.UUID,
-        class_id: uuid.UUID,
-        content_types: Sequence[str],
-        limit: int,
-    ) -> list[SearchHit]:
-        """ChromaStore.search: the user's visible documents only."""
-        store = ChromaStore(await self.client())
-        return await store.search(
-            vector, user_id=user_id, class_id=class_id, content_types=content_types, limit=limit
-        )
-
-
 class LazyQueryEmbedder:
-    """The pipeline's embedding model, loaded on the first search (starting and listing stay instant)."""
+    """The pipeline's embedding model, loaded once, on the first search (starting and listing stay instant)."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -145,18 +61,13 @@ class LazyQueryEmbedder:
         self._lock = asyncio.Lock()
 
     async def __call__(self, text: str) -> list[float]:
-        """The query's unit-length vector, as the pipeline embeds chunks (shared.cli.backend.search_chunks)."""
+        """The query's vector, as the pipeline makes them (SentenceEmbedder.embed_query)."""
         async with self._lock:
             if self._embedder is None:
                 from shared.embedder import SentenceEmbedder
 
-                self._embedder = await asyncio.to_thread(
-                    SentenceEmbedder,
-                    self.settings.embedding_model_path,
-                    name=self.settings.embedding_model_name,
-                )
-        vector: list[float] = (await self._embedder.embed([text]))[0].tolist()
-        return vector
+                self._embedder = await asyncio.to_thread(SentenceEmbedder.from_settings, self.settings)
+        return await self._embedder.embed_query(text)
 
 
 @contextmanager
@@ -228,12 +139,10 @@ def build_server(tools: ChromaTools) -> MCPServer:
     return server
 
 
-def make_server(settings: Settings, *, user_id: uuid.UUID) -> MCPServer:
-    """The server for one user over the configured Chroma server and the pipeline's embedding model."""
-    return build_server(ChromaTools(ChromaDocuments(settings), LazyQueryEmbedder(settings), user_id=user_id))
-
-
 async def serve_stdio(settings: Settings, *, user_id: uuid.UUID) -> None:
-    """Serve the tools on stdin/stdout until the client goes away (logs go to stderr: stdout is the protocol)."""
+    """Serve the tools for one user on stdin/stdout, over the configured Chroma server and the pipeline's
+    embedding model, until the client goes away (logs go to stderr: stdout is the protocol)."""
     configure_logging(service="mcp", fmt=settings.log_format, level=settings.log_level)
-    await make_server(settings, user_id=user_id).run_stdio_async()
+    store = ChromaStore(await make_chroma_client(settings))
+    tools = ChromaTools(store, LazyQueryEmbedder(settings), user_id=user_id)
+    await build_server(tools).run_stdio_async()

@@ -18,7 +18,13 @@ from typing import Any, Protocol
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.events.models import CONTENT_TYPE_OF_KIND, ContentType
-from shared.vectors.records import SearchHit, chroma_collection_name
+from shared.vectors.records import (
+    CollectionStats,
+    SearchHit,
+    StoredDocument,
+    chroma_collection_name,
+    visible_to,
+)
 
 CONTENT_TYPES: tuple[ContentType, ...] = tuple(CONTENT_TYPE_OF_KIND.values())
 """The design's content types, the last part of every collection name."""
@@ -40,24 +46,6 @@ class ToolRefused(ValueError):
 
 class CollectionNotFound(ToolRefused):
     """The name is not one of the bound user's existing collections (whoever else's it may be)."""
-
-
-@dataclass(frozen=True)
-class StoredDocument:
-    """One document as the store returns it: never its embedding."""
-
-    document_id: str
-    text: str | None
-    metadata: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class CollectionStats:
-    """What the store knows of a collection itself."""
-
-    dimension: int | None
-    distance: str | None
-    metadata: dict[str, Any]
 
 
 class DocumentStore(Protocol):
@@ -145,11 +133,6 @@ def check_limit(limit: int) -> int:
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
         raise ToolRefused(f"limit must be a whole number from 1 to {MAX_LIMIT}")
     return limit
-
-
-def visible_documents_of(user_id: uuid.UUID) -> Where:
-    """Chroma's filter for the user's documents that searches show (not a reprocess's hidden generation)."""
-    return {"$and": [{"user_id": str(user_id)}, {"visible": True}]}
 
 
 # -------------------------------------------------------------------------------------------- the results
@@ -306,7 +289,7 @@ class ChromaTools:
         parsed = authorise_collection(collection_name, self.user_id)
         stats = await self.store.collection_stats(parsed.name)
         documents = await self.store.documents(
-            parsed.name, where=visible_documents_of(self.user_id), limit=None, with_text=False
+            parsed.name, where=visible_to(self.user_id), limit=None, with_text=False
         )
         if stats is None or documents is None:
             raise CollectionNotFound(not_found_message(self.user_id))
@@ -343,7 +326,7 @@ class ChromaTools:
         parsed = authorise_collection(collection_name, self.user_id)
         limit = check_limit(limit)
         documents = await self.store.documents(
-            parsed.name, where=visible_documents_of(self.user_id), limit=limit, with_text=True
+            parsed.name, where=visible_to(self.user_id), limit=limit, with_text=True
         )
         if documents is None:
             raise CollectionNotFound(not_found_message(self.user_id))
@@ -358,7 +341,7 @@ class ChromaTools:
     async def count(self, collection_name: str) -> CountResult:
         """How many visible documents of the user a collection holds."""
         parsed = authorise_collection(collection_name, self.user_id)
-        count = await self.store.count(parsed.name, where=visible_documents_of(self.user_id))
+        count = await self.store.count(parsed.name, where=visible_to(self.user_id))
         if count is None:
             raise CollectionNotFound(not_found_message(self.user_id))
         return CountResult(collection=parsed.name, count=count)

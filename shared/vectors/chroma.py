@@ -14,12 +14,20 @@ import httpx
 from chromadb.api import AsyncClientAPI
 from chromadb.api.collection_configuration import CreateCollectionConfiguration
 from chromadb.config import Settings as ChromaSettings
-from chromadb.errors import ChromaError, RateLimitError
+from chromadb.errors import ChromaError, NotFoundError, RateLimitError
 
 from shared.errors import TransientError
 from shared.events.models import SourceRef
 from shared.settings import Settings
-from shared.vectors.records import SearchHit, VectorRecord, chroma_collection_name, newest_generation_only
+from shared.vectors.records import (
+    CollectionStats,
+    SearchHit,
+    StoredDocument,
+    VectorRecord,
+    chroma_collection_name,
+    newest_generation_only,
+    visible_to,
+)
 
 COLLECTION_CONFIGURATION: CreateCollectionConfiguration = {"hnsw": {"space": "cosine"}}
 UPSERT_BATCH = 256
@@ -101,7 +109,7 @@ class ChromaStore:
             result = await collection.query(
                 query_embeddings=[float(x) for x in vector],  # one query vector
                 n_results=limit,
-                where={"$and": [{"user_id": str(user_id)}, {"visible": True}]},
+                where=visible_to(user_id),
                 include=["documents", "metadatas", "distances"],
             )
             documents, metadatas, distances = result["documents"], result["metadatas"], result["distances"]
@@ -173,6 +181,56 @@ class ChromaStore:
             for name, ids in by_collection.items():
                 if name in existing:
                     await (await self.client.get_collection(name)).delete(ids=ids)
+
+    async def collection_names(self) -> list[str]:
+        """The name of every collection on the server."""
+        with _transient_when_down():
+            return [c.name for c in await self.client.list_collections()]
+
+    async def _existing(self, name: str) -> Any:
+        try:
+            return await self.client.get_collection(name, embedding_function=None)
+        except NotFoundError:
+            return None
+
+    async def collection_stats(self, name: str) -> CollectionStats | None:
+        """A collection's dimension, distance and metadata; None if it does not exist."""
+        with _transient_when_down():
+            collection = await self._existing(name)
+            if collection is None:
+                return None
+            configuration: dict[str, Any] = dict(collection.configuration_json or {})
+            index = configuration.get("hnsw") or configuration.get("spann") or {}
+            return CollectionStats(
+                dimension=collection.get_model().dimension,
+                distance=index.get("space") if isinstance(index, dict) else None,
+                metadata=dict(collection.metadata or {}),
+            )
+
+    async def documents(
+        self, name: str, *, where: dict[str, Any], limit: int | None, with_text: bool
+    ) -> list[StoredDocument] | None:
+        """Documents matching ``where`` (at most ``limit``), never their embeddings; None if no such collection."""
+        with _transient_when_down():
+            collection = await self._existing(name)
+            if collection is None:
+                return None
+            found = await collection.get(
+                where=where, limit=limit, include=["documents", "metadatas"] if with_text else ["metadatas"]
+            )
+        texts: list[str | None] = list(found["documents"] or []) if with_text else [None] * len(found["ids"])
+        return [
+            StoredDocument(document_id=doc_id, text=text, metadata=dict(meta))
+            for doc_id, text, meta in zip(found["ids"], texts, found["metadatas"] or [], strict=True)
+        ]
+
+    async def count(self, name: str, *, where: dict[str, Any]) -> int | None:
+        """How many documents match ``where``; None if no such collection."""
+        with _transient_when_down():
+            collection = await self._existing(name)
+            if collection is None:
+                return None
+            return len((await collection.get(where=where, include=[]))["ids"])
 
     async def documents_of_source(self, *, collection: str, source_id: uuid.UUID | str) -> dict[str, Any]:
         """Every document of one source in a collection (ids, metadatas, documents, embeddings)."""

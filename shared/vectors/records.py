@@ -102,3 +102,26 @@ def newest_generation_only(hits: list[SearchHit]) -> list[SearchHit]:
     return [
         h for h in hits if int(h.metadata.get("generation", 0)) == newest[str(h.metadata.get("source_id"))]
     ]
+
+
+@dataclass(frozen=True)
+class StoredDocument:
+    """One document as a store returns it for reading: never its embedding."""
+
+    document_id: str
+    text: str | None
+    metadata: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class CollectionStats:
+    """What a store knows of a collection itself."""
+
+    dimension: int | None
+    distance: str | None
+    metadata: dict[str, Any]
+
+
+def visible_to(user_id: uuid.UUID | str) -> dict[str, Any]:
+    """Chroma's filter for one user's documents that readers see (not a reprocess's hidden generation)."""
+    return {"$and": [{"user_id": str(user_id)}, {"visible": True}]}

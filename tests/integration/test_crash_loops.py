@@ -1,5 +1,5 @@
 """A message that takes its worker down (kill -9, out of memory, a native crash in a decoder) must not
-crash-loop it: deliveries that began and never finished are counted in PostgreSQL, across processes, and the
+crash-loop it, and a transient failure's delivery budget is one, whichever process gets the message: deliveries that began and never finished are counted in PostgreSQL, across processes, and the
 message is given up (source failed, dead letter) once it has cut short too many; a batch that was cut short is
 handled one message at a time so the culprit is found and the others go through."""
 
@@ -16,10 +16,11 @@ from shared.broker import create_topics
 from shared.cli.backend import read_dead_letters
 from shared.db import jobs, owners
 from shared.devstack.servers import ServerProcess
+from shared.errors import TransientError
 from shared.events.models import DeadLetter, Envelope, SourceRef, TextExtracted, TextSegment
 from shared.settings import Settings
 from shared.worker import Worker
-from tests.integration.test_outages import Private, private_postgres, record, worker
+from tests.integration.test_outages import Private, private_postgres, record, unfinished_deliveries, worker
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 __all__ = ["private_postgres", "worker"]  # the fixtures, shared with the outage tests
@@ -62,11 +63,6 @@ async def extracted_text(worker: Worker, title: str) -> TextExtracted:
     )
 
 
-async def unfinished_rows(worker: Worker) -> int:
-    count: int = await worker.pool.fetchval("SELECT count(*) FROM message_deliveries")
-    return count
-
-
 async def dead_letters_of(settings: Settings, key: bytes) -> list[DeadLetter]:
     deadline = time.monotonic() + 30
     while True:
@@ -105,7 +101,7 @@ async def test_a_message_that_keeps_killing_its_worker_is_given_up(
         worker.max_deliveries,
         "upload",
     )
-    assert await unfinished_rows(worker) == 0, "a given-up delivery is finished"
+    assert await unfinished_deliveries(worker) == 0, "a given-up delivery is finished"
 
 
 async def test_a_cut_short_batch_finds_its_culprit_and_lets_the_others_through(worker: Worker) -> None:
@@ -142,7 +138,7 @@ async def test_a_cut_short_batch_finds_its_culprit_and_lets_the_others_through(w
         assert job is not None
         expected = ("failed", "worker_crashed") if event is culprit else ("processing", None)
         assert (job.status, job.error_code) == expected, event.source.title
-    assert await unfinished_rows(worker) == 0
+    assert await unfinished_deliveries(worker) == 0
 
 
 async def test_a_clean_delivery_leaves_nothing_to_count(worker: Worker) -> None:
@@ -155,4 +151,39 @@ async def test_a_clean_delivery_leaves_nothing_to_count(worker: Worker) -> None:
 
     message = record(event, offset=60)
     await worker.handle(message, TextExtracted, handler)
-    assert handled == [event.event_id] and await unfinished_rows(worker) == 0
+    assert handled == [event.event_id] and await unfinished_deliveries(worker) == 0
+
+
+async def test_the_delivery_budget_is_counted_across_processes(
+    private_postgres: Private, kafka_broker: ServerProcess, worker: Worker
+) -> None:
+    """Three processes in turn fail the same message transiently (a rebalance moved it between them): the
+    third delivery, wherever it lands, spends the budget of three."""
+    await create_topics(kafka_broker.url, partitions=1)
+    event = await extracted_text(worker, "Outage")
+    message = record(event, offset=70)
+
+    async def chroma_down(received: TextExtracted) -> Sequence[Envelope]:
+        raise TransientError("chroma_unavailable", "connection refused")
+
+    def process() -> (
+        Worker
+    ):  # a runner of its own, as another replica's would be: nothing shared but the database
+        return Worker(
+            service="upload", broker=worker.broker, pool=worker.pool, retry_delays=(), max_deliveries=3
+        )
+
+    for _ in range(2):
+        with pytest.raises(TransientError):
+            await process().handle(message, TextExtracted, chroma_down)
+    await process().handle(
+        message, TextExtracted, chroma_down
+    )  # given up: it returns, the offset is committed
+
+    job = await jobs.get_job(worker.pool, source_id=event.source.source_id)
+    assert job is not None and (job.status, job.error_code) == ("failed", "chroma_unavailable")
+    assert "after 3 deliveries" in (job.error_message or "")
+    settings = Settings(kafka_bootstrap_servers=kafka_broker.url, database_url=private_postgres.dsn)
+    [letter] = await dead_letters_of(settings, message.key)
+    assert (letter.error_code, letter.attempts) == ("chroma_unavailable", 3)
+    assert await unfinished_deliveries(worker) == 0

@@ -39,17 +39,22 @@ def test_by_default_a_stopping_worker_leaves_its_group_at_once() -> None:
     assert options["batch"] is True and options["max_records"] == Settings().batch_max_records
 
 
-def test_without_leave_group_a_stopping_consumer_sends_no_leavegroup(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_only_a_worker_told_so_stops_without_leavegroup(monkeypatch: pytest.MonkeyPatch) -> None:
     from aiokafka.consumer.group_coordinator import GroupCoordinator
+
+    from shared.service import Runtime
 
     async def leaves(self: object) -> None:  # stands for aiokafka's own, which other tests may have replaced
         raise AssertionError("unreachable")
 
     monkeypatch.setattr(GroupCoordinator, "_maybe_leave_group", leaves)
-    make_broker(Settings(), service="upload")
-    assert GroupCoordinator._maybe_leave_group is leaves, "by default the client's own LeaveGroup stays"
+    make_broker(Settings(kafka_leave_group_on_shutdown=False), service="cli")
+    Runtime("upload", settings=Settings())
+    assert GroupCoordinator._maybe_leave_group is leaves, (
+        "a broker alone, or a worker by default, changes nothing"
+    )
 
-    make_broker(Settings(kafka_leave_group_on_shutdown=False), service="upload")
+    Runtime("upload", settings=Settings(kafka_leave_group_on_shutdown=False))
     assert GroupCoordinator._maybe_leave_group is not leaves
     sent: list[object] = []
 
