@@ -11,7 +11,7 @@ from typing import Final
 import pytesseract  # type: ignore[import-untyped]
 from PIL import Image
 
-from shared.errors import PermanentError
+from shared.errors import PermanentError, TransientError
 from shared.media import images
 
 LOW_CONFIDENCE: Final[float] = 60.0
@@ -73,6 +73,10 @@ def _recognise(image: Image.Image, lang: str) -> OcrResult:
         with images.tesseract_input(image) as path:
             tsv: str = pytesseract.image_to_data(path, lang=lang, output_type=pytesseract.Output.STRING)
     except pytesseract.TesseractError as error:
+        if isinstance(error.status, int) and error.status < 0:
+            # Tesseract was killed by a signal, not failed by the image: a SIGTERM or Ctrl-C sent to the worker's
+            # process group reaches it too. The photo is fine; its delivery is retried or redelivered.
+            raise TransientError("ocr_interrupted", f"tesseract killed by signal {-error.status}") from error
         # The same image and languages fail the same way every time: retrying cannot help.
         raise PermanentError("ocr_failed", f"tesseract ({lang}): {error.message}") from error
     return _result(_tokens(tsv))

@@ -187,3 +187,38 @@ def test_missing_language_is_permanent() -> None:
     with pytest.raises(PermanentError) as caught:
         ocr_image(Image.new("L", (64, 64), 255), lang="eng+klingon")
     assert caught.value.code == "unsupported_language"
+
+
+def test_a_tesseract_killed_by_a_signal_is_transient_not_the_photos_fault() -> None:
+    """A SIGTERM or Ctrl-C sent to a worker's process group reaches its Tesseract too; that photo must be
+    retried, not failed as unreadable (the SIGTERM e2e test once failed a good photo as ocr_failed)."""
+    import signal
+    import subprocess
+    import threading
+    import time
+
+    from shared.errors import TransientError
+
+    outcome: list[BaseException | OcrResult] = []
+    big = photos.full_size_photo().image  # about two seconds of Tesseract: time to find and signal it
+
+    def read() -> None:
+        try:
+            outcome.append(ocr_image(big, preprocess=False))
+        except BaseException as error:
+            outcome.append(error)
+
+    worker = threading.Thread(target=read)
+    worker.start()
+    killed = False
+    deadline = time.monotonic() + 60
+    while not killed and worker.is_alive() and time.monotonic() < deadline:
+        found = subprocess.run(["pgrep", "-P", str(os.getpid()), "tesseract"], capture_output=True, text=True)
+        for pid in found.stdout.split():
+            os.kill(int(pid), signal.SIGTERM)
+            killed = True
+        time.sleep(0.02)
+    worker.join(120)
+    assert killed, "Tesseract was never seen running"
+    [error] = outcome
+    assert isinstance(error, TransientError) and error.code == "ocr_interrupted", error

@@ -48,6 +48,8 @@ def test_only_a_worker_told_so_stops_without_leavegroup(monkeypatch: pytest.Monk
         raise AssertionError("unreachable")
 
     monkeypatch.setattr(GroupCoordinator, "_maybe_leave_group", leaves)
+    # A worker's runtime configures the process's logging; not this test's to change for the tests after it.
+    monkeypatch.setattr("shared.service.configure_logging", lambda **_: None)
     make_broker(Settings(kafka_leave_group_on_shutdown=False), service="cli")
     Runtime("upload", settings=Settings())
     assert GroupCoordinator._maybe_leave_group is leaves, (
