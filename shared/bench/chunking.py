@@ -2,8 +2,9 @@
 
 The book is the Python documentation topics shipped with CPython (`pydoc_data.topics`, real technical
 prose and code), cut into 500-word pages and cycled to 300 pages: deterministic and present everywhere.
-PDFs given with --pdf (default: the pipeline's sample PDFs, when pypdf and the files are there) are
-chunked page by page as extracted.  Figures only: timings depend on the machine and its load.
+PDFs given with --pdf (default: generated stand-ins of a two-column paper and of an 18-page summary,
+from tests.media.pdfs) are chunked page by page as extracted.  Figures only: timings depend on the machine
+and its load.
 """
 
 from __future__ import annotations
@@ -12,21 +13,18 @@ import argparse
 import itertools
 import os
 import statistics
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from shared.bench import SHARED_DATA
+from shared.bench import sample_pdfs
 from shared.chunking import HfTokenCounter, Segment, chunk_segments
 
 NAIVE_WORDS = 200
 BOOK_PAGES = 300
 PAGE_WORDS = 500
-DEFAULT_PDFS = (
-    SHARED_DATA / "pdfs" / "naacl06-shinyama.pdf",
-    SHARED_DATA / "pdfs" / "dmca.pdf",
-)
 
 
 @dataclass(frozen=True)
@@ -143,15 +141,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(f"tokenizer loaded in {loaded:.3f} s; the model keeps {counter.max_tokens} content word pieces")
     print_report(measure("book: CPython documentation topics", book_segments(), counter), counter.max_tokens)
 
-    pdfs: list[Path] = args.pdf or [p for p in DEFAULT_PDFS if p.is_file()]
     try:
         import pypdf  # noqa: F401
     except ImportError:
-        if pdfs:
-            print("pypdf is not installed: PDFs skipped (pip install pypdf)")
+        print("pypdf is not installed: PDFs skipped (pip install pypdf)")
         return
-    for path in pdfs:
-        print_report(measure(f"pdf: {path.name}", pdf_segments(path), counter), counter.max_tokens)
+    with tempfile.TemporaryDirectory() as tmp:
+        pdfs: list[Path] = args.pdf or sample_pdfs(Path(tmp))
+        for path in pdfs:
+            print_report(measure(f"pdf: {path.name}", pdf_segments(path), counter), counter.max_tokens)
 
 
 if __name__ == "__main__":

@@ -1,11 +1,11 @@
 """Benchmark of OCR with and without preprocessing: `python -m shared.bench.ocr` (from the repository root).
 
 Every generated photo class of `tests.media.photos` (rendered class notes, degraded like phone photos),
-a 12-megapixel phone-sized photo, and the real scan ../shared/data/images/tesseract_phototest.tif
-(when present) are read twice: as loaded, and through `preprocess`.  Character accuracy is 1 - CER
-against the reference text; seconds are wall time per image for the whole `ocr_image` call (Tesseract
-single-threaded); CPU seconds (this process plus the Tesseract children) are also shown because they
-hardly move when other jobs share the machine.  Figures only: timings depend on the machine and its load.
+a 12-megapixel phone-sized photo, and the real scan tests/data/images/tesseract_phototest.tif are read
+twice: as loaded, and through `preprocess`.  Character accuracy is 1 - CER against the reference text;
+seconds are wall time per image for the whole `ocr_image` call (Tesseract single-threaded); CPU seconds
+(this process plus the Tesseract children) are also shown because they hardly move when other jobs share
+the machine.  Figures only: timings depend on the machine and its load.
 """
 
 from __future__ import annotations
@@ -19,11 +19,9 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from shared.bench import SHARED_DATA
+from shared.bench import sample_file
 from shared.media.images import load_image, preprocess
 from shared.media.ocr import OcrResult, character_accuracy, ocr_image
-
-REAL_SCAN = SHARED_DATA / "images" / "tesseract_phototest.tif"
 
 
 @dataclass(frozen=True)
@@ -96,9 +94,8 @@ def samples(*, full_size: bool) -> Iterator[tuple[str, Image.Image, str]]:
     if full_size:
         big = full_size_photo()
         yield big.name, big.image, big.text
-    if REAL_SCAN.exists():
-        gold = REAL_SCAN.with_name("tesseract_phototest.gold.txt").read_text(encoding="utf-8")
-        yield "real_scan_tif", load_image(REAL_SCAN), gold
+    gold = sample_file("images", "tesseract_phototest.gold.txt").read_text(encoding="utf-8")
+    yield "real_scan_tif", load_image(sample_file("images", "tesseract_phototest.tif")), gold
 
 
 def report(rows: Sequence[Row]) -> str:

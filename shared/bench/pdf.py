@@ -5,9 +5,11 @@ Prints figures, asserts nothing:
   extract_pages and for raw pypdf in its plain and layout modes;
 - a 1,200-page book: the cost of the first and of the last 25-page range, ours and pypdf's `reader.pages[i]`;
 - generated scans (200 dpi, noise, slight skew): seconds of OCR per page, character accuracy, confidence;
-- the real sample PDFs: pages/s, letters per page, and the share of words that are whole words of the
-  embedding model's vocabulary (a dictionary stand-in) before and after cleaning: what dehyphenation and the
-  split-letter repair buy on real typesetting.
+- sample PDFs (default: generated stand-ins of the two real PDFs the extraction was tuned on, a two-column
+  TeX-like paper and a summary whose producer sets each line's last glyph apart; or your own with --pdf):
+  pages/s, letters per page, and the share of words that are whole words of the embedding model's
+  vocabulary (a dictionary stand-in) before and after cleaning: what dehyphenation and the split-letter
+  repair buy.
 Timings depend on the machine and its load; each is the best of a few runs.
 """
 
@@ -24,13 +26,10 @@ from typing import Literal, TypeVar
 
 from pypdf import PdfReader
 
-from shared.bench import SHARED_DATA
+from shared.bench import sample_pdfs
 from shared.logging import configure_logging
 from shared.media.pdf import clean_text, extract_pages
 
-# The project's shared/ folder sits beside the repository.
-SAMPLES = SHARED_DATA / "pdfs"
-DEFAULT_PDFS = (SAMPLES / "dmca.pdf", SAMPLES / "naacl06-shinyama.pdf")
 RANGE = 25
 T = TypeVar("T")
 
@@ -163,14 +162,11 @@ def bench_scanned(tmp: Path, pages: int) -> None:
     print(f"mean {statistics.mean(seconds):.2f} s of OCR per page")
 
 
-def bench_real(paths: Sequence[Path]) -> None:
-    """Pages/s and word quality on the real sample PDFs."""
+def bench_samples(paths: Sequence[Path]) -> None:
+    """Pages/s and word quality on sample PDFs."""
     vocab = known_words()
-    print("\n== real PDFs ==")
+    print("\n== sample PDFs ==")
     for path in paths:
-        if not path.exists():
-            print(f"{path}: missing")
-            continue
         count = len(PdfReader(path).pages)
         seconds, pages = best_of(3, lambda path=path, count=count: extract_pages(path, 1, count, ocr=None))  # type: ignore[misc]
         letters = [sum(c.isalpha() for c in p.text) for p in pages]
@@ -197,15 +193,20 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--scanned-pages", type=int, default=3, help="pages of the generated scan (OCR: ~3-4 s each)"
     )
-    parser.add_argument("--pdf", type=Path, action="append", help="real PDFs (default: the shared samples)")
+    parser.add_argument(
+        "--pdf", type=Path, action="append", help="PDFs to measure (default: the generated stand-ins)"
+    )
     args = parser.parse_args(argv)
+    missing = [str(path) for path in args.pdf or () if not path.is_file()]
+    if missing:
+        parser.error(f"no such PDF: {', '.join(missing)}")
     configure_logging(service="bench", fmt="console", level="WARNING")
     with tempfile.TemporaryDirectory() as tmp:
         bench_generated(Path(tmp), args.pages)
         bench_large(Path(tmp))
         if args.scanned_pages:
             bench_scanned(Path(tmp), args.scanned_pages)
-    bench_real(args.pdf or DEFAULT_PDFS)
+        bench_samples(args.pdf or sample_pdfs(Path(tmp)))
 
 
 if __name__ == "__main__":

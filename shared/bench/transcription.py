@@ -1,7 +1,7 @@
 """Benchmark of the speech engines: `python -m shared.bench.transcription` (from the repository root).
 
 For faster-whisper tiny.en, openai-whisper tiny.en and faster-whisper base: WER and real-time factor on a
-generated lecture (espeak-ng, deterministic text) and on each shared recording in ../shared/data/audio.
+generated lecture (espeak-ng, deterministic text) and on each real recording in tests/data/audio.
 RTF = processing seconds / audio seconds (lower is faster; 0.1 means ten times faster than real time).
 Figures only: timings depend on the machine and on whatever else runs on it.
 """
@@ -16,12 +16,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from shared.bench import SHARED_DATA
+from shared.bench import sample_file
 from shared.media.audio import decode_audio
 from shared.media.speech import make_engine, transcribe_channels
 
 CONFIGS = (("faster-whisper", "tiny.en"), ("openai-whisper", "tiny.en"), ("faster-whisper", "base"))
-SHARED_AUDIO = SHARED_DATA / "audio"
 
 
 @dataclass(frozen=True)
@@ -49,8 +48,8 @@ class Row:
         return self.seconds / self.audio_seconds
 
 
-def shared_samples(folder: Path) -> list[Sample]:
-    """The shared recordings that have a reference transcript beside them."""
+def recorded_samples(folder: Path) -> list[Sample]:
+    """The recordings in `folder` that have a reference transcript beside them (at least one)."""
     from tests.media.speech import ldc_reference
 
     samples = []
@@ -61,6 +60,8 @@ def shared_samples(folder: Path) -> list[Sample]:
             if ref.is_file():
                 samples.append(Sample(audio.name, audio, ldc_reference(ref)))
                 break
+    if not samples:
+        raise SystemExit(f"no recording with a reference transcript (.ref.txt or .txt) in {folder}")
     return samples
 
 
@@ -117,12 +118,17 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--cache-dir", type=Path, default=Path("var/models"), help="assembled/converted models"
     )
     parser.add_argument("--lecture-seconds", type=float, default=60.0)
-    parser.add_argument("--audio-dir", type=Path, default=SHARED_AUDIO)
+    parser.add_argument(
+        "--audio-dir", type=Path, help="recordings with references (default: tests/data/audio)"
+    )
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         lecture = Path(tmp) / "lecture.wav"
         reference = make_lecture(lecture, seconds=args.lecture_seconds)
-        samples = [Sample("lecture.wav", lecture, reference), *shared_samples(args.audio_dir)]
+        samples = [
+            Sample("lecture.wav", lecture, reference),
+            *recorded_samples(args.audio_dir or sample_file("audio")),
+        ]
         print_table(run(CONFIGS, samples, args.cache_dir))
 
 

@@ -1,6 +1,8 @@
 """PDF books as page-numbered text: pypdf's text layer, OCR of a scanned page's images, bounded on bad files.
 
-Choices measured on the real sample PDFs and generated books (``python -m shared.bench.pdf``):
+Choices measured on generated books and on two real PDFs, an 8-page two-column paper and the 18-page DMCA
+summary (the figures below; the repository may not redistribute either file, so tests.media.pdfs generates
+stand-ins of both that ``python -m shared.bench.pdf`` and the tests use):
 
 - pypdf's ``plain`` extraction mode, not ``layout``: on the two-column paper layout mode interleaves the
   columns line by line (only 44% of plain mode's word 6-grams survive), pads with 3.5x as many spaces (+32%

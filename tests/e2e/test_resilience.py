@@ -25,7 +25,7 @@ from shared.devstack import servers, stack
 from shared.events import topics
 from shared.events.models import SourceUploaded
 from shared.settings import Settings
-from tests.data import SHARED_DATA
+from tests.media import DATA
 from tests.media.pdfs import (
     make_encrypted_pdf,
     make_jpeg_named_pdf,
@@ -38,7 +38,7 @@ from tests.media.speech import encode, speak
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(1800)]
 
-SHARED_BAD = SHARED_DATA / "bad"
+SHARED_BAD = DATA / "bad"
 SUBJECTS = [
     "The derivative measures the instantaneous rate of change of a function.",
     "Mitochondria make most of the cell's ATP through oxidative phosphorylation.",

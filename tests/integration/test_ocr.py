@@ -30,12 +30,11 @@ from shared.errors import PermanentError
 from shared.media import images
 from shared.media.images import load_image
 from shared.media.ocr import LOW_CONFIDENCE, OcrResult, character_accuracy, ocr_image
-from tests.data import SHARED_DATA
-from tests.media import photos
+from tests.media import DATA, photos
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
-REAL_SCAN = SHARED_DATA / "images" / "tesseract_phototest.tif"
+REAL_SCAN = DATA / "images" / "tesseract_phototest.tif"
 REAL_GOLD = REAL_SCAN.with_name("tesseract_phototest.gold.txt")
 
 # Minimum accuracy with preprocessing, per class (measured 0.984-1.000).

@@ -1,5 +1,6 @@
-"""The migrations on a real PostgreSQL: the 16 platform tables are exactly the design document's, and the
-runner is idempotent, checksummed and safe to run twice at once.
+"""The migrations on a real PostgreSQL: the 16 platform tables are exactly as tests/fixtures/platform_schema.json
+records them (generated once from the platform's design document; its "origin" says how), and the runner is
+idempotent, checksummed and safe to run twice at once.
 
 The schema, idempotence and uuid_generate_v4() tests run on two servers: the embedded PostgreSQL, which lacks
 the uuid-ossp extension (0001's uuid shim then defines the function over gen_random_uuid()), and Debian's
@@ -8,6 +9,7 @@ PostgreSQL 15, which has it (the shim then creates the extension)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import shutil
 import uuid
@@ -25,8 +27,8 @@ from tests.servers import scratch_database
 
 pytestmark = pytest.mark.integration
 
-DESIGN_DOC = Path(__file__).resolve().parents[3] / "shared" / "design" / "database-architecture.md"
 PLATFORM_MIGRATION = MIGRATIONS_DIR / "0001_platform.sql"
+EXPECTED_SCHEMA = Path(__file__).resolve().parents[1] / "fixtures" / "platform_schema.json"
 
 PLATFORM_TABLES = frozenset(
     {
@@ -52,26 +54,6 @@ PLATFORM_TABLES = frozenset(
 _CREATE_TABLE = re.compile(
     r"^\s*CREATE\s+TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?(\w+)", re.IGNORECASE | re.MULTILINE
 )
-
-
-def design_sql() -> str:
-    """The ```sql blocks of the design document's PostgreSQL section (before "Vector Database Structure")."""
-    if not DESIGN_DOC.exists():
-        pytest.fail(f"design document not found at {DESIGN_DOC} (the shared/ folder beside the checkout)")
-    text = DESIGN_DOC.read_text(encoding="utf-8")
-    section, found, _ = text.partition("## Vector Database Structure")
-    assert found, "the design document has no 'Vector Database Structure' heading any more"
-    blocks = re.findall(r"^```sql[ \t]*\n(.*?)^```", section, re.DOTALL | re.MULTILINE)
-    assert blocks, "no ```sql blocks in the design's PostgreSQL section"
-    return "\n".join(blocks)
-
-
-def uuid_shim() -> str:
-    """The uuid_generate_v4() block that 0001_platform.sql runs before its tables."""
-    text = PLATFORM_MIGRATION.read_text(encoding="utf-8")
-    match = re.search(r"^-- BEGIN uuid shim\n(.*)^-- END uuid shim", text, re.DOTALL | re.MULTILINE)
-    assert match, "0001_platform.sql lost its '-- BEGIN uuid shim' / '-- END uuid shim' markers"
-    return match.group(1)
 
 
 def pipeline_tables() -> set[str]:
@@ -145,6 +127,59 @@ async def describe(conn: asyncpg.Connection, table: str) -> dict[str, Any]:
     }
 
 
+Described = dict[str, dict[str, list[list[Any]]]]
+"""Table name -> describe() of it as JSON values: {"columns": [...], "constraints": [...], "indexes": [...]}."""
+
+
+def expected_schema(server_version_num: int) -> Described:
+    """The 16 tables as the fixture records them, in describe()'s form on a server of this version.
+
+    PostgreSQL 18 catalogues each NOT NULL column as a constraint of type 'n' as well: the fixture keeps
+    those apart ("pg18_not_null") and they are expected from 18 on only.
+    """
+    tables = json.loads(EXPECTED_SCHEMA.read_text(encoding="utf-8"))["tables"]
+    return {
+        name: {
+            "columns": table["columns"],
+            "constraints": sorted(
+                table["constraints"] + (table["pg18_not_null"] if server_version_num >= 180000 else [])
+            ),
+            "indexes": table["indexes"],
+        }
+        for name, table in tables.items()
+    }
+
+
+async def described_platform(conn: asyncpg.Connection) -> Described:
+    """describe() of each of the 16 platform tables, as JSON values (lists, not tuples)."""
+    return {table: json.loads(json.dumps(await describe(conn, table))) for table in sorted(PLATFORM_TABLES)}
+
+
+def schema_differences(actual: Described, expected: Described) -> list[str]:
+    """One line per column, constraint or index the database lacks or has besides the expected ones."""
+    lines: list[str] = []
+    for table in sorted(expected.keys() | actual.keys()):
+        for part in ("columns", "constraints", "indexes"):
+            want = expected.get(table, {}).get(part, [])
+            have = actual.get(table, {}).get(part, [])
+            lines += [f"{table} {part}: expected {row}" for row in want if row not in have]
+            lines += [f"{table} {part}: found {row}" for row in have if row not in want]
+            if want != have and sorted(map(json.dumps, want)) == sorted(map(json.dumps, have)):
+                lines.append(f"{table} {part}: the same rows in another order")
+    return lines
+
+
+async def check_platform_schema(conn: asyncpg.Connection) -> Described:
+    """Compare the 16 tables with the fixture on this server; return what the database has."""
+    version = int(await conn.fetchval("SHOW server_version_num"))
+    actual = await described_platform(conn)
+    differences = schema_differences(actual, expected_schema(version))
+    assert not differences, (
+        "the platform tables differ from tests/fixtures/platform_schema.json:\n" + "\n".join(differences)
+    )
+    return actual
+
+
 async def uuid_generate_v4_origin(conn: asyncpg.Connection) -> tuple[str, str, str | None]:
     """(schema, language, owning extension or None) of the one uuid_generate_v4() function there must be."""
     rows = await conn.fetch(
@@ -188,53 +223,47 @@ def database(target: Target) -> Iterator[str]:
         yield dsn
 
 
-@pytest.fixture
-def design_database(target: Target) -> Iterator[str]:
-    """A second empty database on the same server, for the design document's SQL."""
-    with scratch_database(target.server, "design") as dsn:
-        yield dsn
-
-
-async def test_platform_tables_match_the_design(database: str, design_database: str) -> None:
-    """Each of the 16 tables: same columns, constraints and indexes as the design's own SQL produces."""
+async def test_platform_tables_match_the_fixture(database: str) -> None:
+    """After every migration, each of the 16 tables has the fixture's columns, constraints and indexes."""
     applied = await apply_migrations(database)
     assert applied == [migration.version for migration in discover_migrations()]
-
-    sql = design_sql()
-    assert set(_CREATE_TABLE.findall(sql)) == PLATFORM_TABLES
-    design_conn = await asyncpg.connect(design_database)
-    ours_conn = await asyncpg.connect(database)
+    conn = await asyncpg.connect(database)
     try:
-        await design_conn.execute(uuid_shim())
-        await design_conn.execute(sql)
-
-        assert await base_tables(design_conn) == PLATFORM_TABLES
-        expected_ours = PLATFORM_TABLES | pipeline_tables() | {"schema_migrations"}
-        assert await base_tables(ours_conn) == expected_ours
-
-        foreign_keys = 0
-        for table in sorted(PLATFORM_TABLES):
-            ours = await describe(ours_conn, table)
-            design = await describe(design_conn, table)
-            assert ours == design, f"table {table} differs from the design"
-            # Guard against a vacuous comparison: the introspection really sees the table.
-            assert design["columns"], table
-            assert any(con[1] == "p" for con in design["constraints"]), f"{table} has no primary key"
-            assert any(name == f"{table}_pkey" for name, _ in design["indexes"]), table
-            foreign_keys += sum(1 for con in design["constraints"] if con[1] == "f")
-        assert foreign_keys == len(re.findall(r"\bREFERENCES\b", sql))
-
-        notes = await describe(ours_conn, "notes")
-        search = dict(notes["indexes"])["idx_notes_search"]
-        assert "USING gin" in search
-        assert "to_tsvector('english'::regconfig" in search
-        users = await describe(ours_conn, "users")
-        defaults = {column[1]: column[9] for column in users["columns"]}
-        assert defaults["id"] == "uuid_generate_v4()"
-        assert defaults["preferences"] == "'{}'::jsonb"
+        assert await base_tables(conn) == PLATFORM_TABLES | pipeline_tables() | {"schema_migrations"}
+        ours = await check_platform_schema(conn)
     finally:
-        await design_conn.close()
-        await ours_conn.close()
+        await conn.close()
+
+    # Guard against a vacuous comparison: the introspection really sees each table, its key and its links.
+    foreign_keys = 0
+    for table in sorted(PLATFORM_TABLES):
+        assert ours[table]["columns"], table
+        assert any(con[1] == "p" for con in ours[table]["constraints"]), f"{table} has no primary key"
+        assert any(name == f"{table}_pkey" for name, _ in ours[table]["indexes"]), table
+        foreign_keys += sum(1 for con in ours[table]["constraints"] if con[1] == "f")
+    platform_sql = PLATFORM_MIGRATION.read_text(encoding="utf-8")
+    assert foreign_keys == len(re.findall(r"\bREFERENCES\b", platform_sql)) == 25
+
+    search = dict(ours["notes"]["indexes"])["idx_notes_search"]
+    assert "USING gin" in search
+    assert "to_tsvector('english'::regconfig" in search
+    defaults = {column[1]: column[9] for column in ours["users"]["columns"]}
+    assert defaults["id"] == "uuid_generate_v4()"
+    assert defaults["preferences"] == "'{}'::jsonb"
+
+
+async def test_the_fixture_is_what_0001_platform_creates(database: str, tmp_path: Path) -> None:
+    """0001_platform.sql alone creates exactly the fixture's 16 tables: the fixture and the migration agree."""
+    folder = tmp_path / "migrations"
+    folder.mkdir()
+    shutil.copy(PLATFORM_MIGRATION, folder)
+    assert await apply_migrations(database, folder) == [discover_migrations(folder)[0].version]
+    conn = await asyncpg.connect(database)
+    try:
+        assert await base_tables(conn) == PLATFORM_TABLES | {"schema_migrations"}
+        await check_platform_schema(conn)
+    finally:
+        await conn.close()
 
 
 async def test_second_run_applies_nothing(database: str) -> None:

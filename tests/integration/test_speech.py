@@ -41,13 +41,13 @@ from shared.media.whisper_models import (
     openai_checkpoint,
     tiny_en_dir,
 )
-from tests.data import SHARED_DATA
+from tests.media import DATA
 from tests.media.speech import ldc_reference, make_lecture, make_two_speaker_stereo, wer
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(900)]
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-AUDIO = SHARED_DATA / "audio"
+AUDIO = DATA / "audio"
 LECTURE_SECONDS = 30
 LECTURE_MAX_WER = 0.15
 JFK_MAX_WER = 0.10

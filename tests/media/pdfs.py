@@ -1,17 +1,21 @@
 """Deterministic test PDFs (text, scanned, mixed, encrypted, large, damaged), each with its per-page reference text.
 
-Each make_*_pdf writes the file at ``path``; those with readable pages return one reference per page: its text in
-reading order (running header, headings, paragraphs unhyphenated, page number), blocks separated by blank
-lines.  Compare after collapsing whitespace.  Files are byte-for-byte reproducible (reportlab's
-``invariant`` mode, seeded noise), except the encrypted one, whose file ID pypdf draws at random.
+Each make_* function writes the file at ``path``; those with readable pages return one reference per page: its
+text in reading order (running header, headings, paragraphs unhyphenated, page number), blocks separated by
+blank lines.  Compare after collapsing whitespace.  Files are byte-for-byte reproducible (reportlab's
+``invariant`` mode, seeded noise), except the encrypted ones, whose file ID pypdf draws at random.
+make_two_column_paper and make_split_glyph_summary stand in for two real PDFs the extraction was tuned on,
+which may not be redistributed: they reproduce the traits that mattered (columns, TeX hyphenation and
+ligatures; a producer that sets each line's last glyph apart).
 """
 
 from __future__ import annotations
 
 import io
+import itertools
 import math
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -214,7 +218,8 @@ _fonts_registered = False
 def _register_fonts() -> None:
     global _fonts_registered
     if not _fonts_registered:
-        pdfmetrics.registerFont(TTFont("DejaVuSans-Bold", str(FONT_DIR / "DejaVuSans-Bold.ttf")))
+        for name in ("DejaVuSans-Bold", "DejaVuSerif", "DejaVuSerif-Bold"):
+            pdfmetrics.registerFont(TTFont(name, str(FONT_DIR / f"{name}.ttf")))
         _fonts_registered = True
 
 
@@ -397,6 +402,373 @@ def make_encrypted_pdf(
     writer.encrypt(user_password=user_password, owner_password=OWNER_PASSWORD, algorithm=algorithm)
     with path.open("wb") as out:
         writer.write(out)
+    return refs
+
+
+# -- stand-ins for two real PDFs the extraction was tuned on (neither may be redistributed) --------------------
+
+SUMMARY_TITLE = "The Open Classroom Act: A Summary for Teachers"
+SUMMARY_PAGES = 18
+_SUMMARY_FONT, _SUMMARY_SIZE, _SUMMARY_LEADING = "Times-Roman", 12.0, 13.44
+_SUMMARY_GAP = 1.5  # points between a justified line and its last glyph, set apart by the producer
+# Page 3 opens with this paragraph: its second line ends with "fulfillment of", set apart as "o f".
+SUMMARY_FORMALITIES = (
+    "The remaining technical amendment concerns the rule, common to both treaties, that no member state may "
+    "make the enjoyment of rights granted to authors depend on the fulfillment of formalities. Registration "
+    "is therefore no longer required before a foreign author can bring a claim, although it still gives the "
+    "author of a domestic work certain advantages in court."
+)
+SUMMARY_SENTENCES = (
+    "The act lets teachers copy short extracts of published works for the students of their own classes.",
+    "A library may make an archival copy of a work in its collection that is damaged, lost or stolen.",
+    "The exemption does not extend to works made and sold primarily for the educational market.",
+    "An online service provider is not liable for material stored on its system at the direction of a user.",
+    "A provider must remove the material promptly once it is properly notified that the material infringes.",
+    "The register must report to the legislature on the effect of these provisions every two years.",
+    "Nothing in this section enlarges or diminishes the rights that authors hold under existing law.",
+    "Each exemption is reviewed in a public rulemaking held every three years by the office.",
+    "Courts may award statutory damages where actual damages would be difficult to prove.",
+    "Circumventing a technical measure that controls access to a protected work is prohibited.",
+    "A nonprofit library may examine a work solely in order to decide whether to acquire a copy.",
+    "The office consulted educators, publishers and librarians before it drafted the report.",
+    "A broadcaster may make an ephemeral recording of a program that it is licensed to transmit.",
+    "Distance education raises questions that the earlier law did not anticipate.",
+    "A technician may start a computer in order to repair it without infringing the programs it holds.",
+    "Copyright management information identifies a work, its author and the terms of its use.",
+    "Removing that information knowingly, in order to conceal an infringement, is an offence.",
+    "Encryption research is permitted when the researcher first tries to obtain authorization.",
+    "The act implements two treaties adopted by a diplomatic conference of the member states.",
+    "Teachers should keep a record of each extract they copy and of the class that received it.",
+)
+SUMMARY_HEADINGS = (
+    "Scope of the Act",
+    "Libraries and Archives",
+    "Registration as a Prerequisite to Suit",
+    "Online Service Providers",
+    "Distance Education",
+    "Technological Protection Measures",
+)
+
+PAPER_TITLE = "Unsupervised Relation Discovery in Student Notes"
+PAPER_AUTHORS = "A. Writer and B. Reader, Example University"
+PAPER_PAGES = 8
+# Page 1's first paragraph (left column) holds this sentence; it spans several lines.
+PAPER_SENTENCE = (
+    "We obtained reasonably good performance on every collection we tried, without a single labelled "
+    "example and without any knowledge of the subjects the students were taking."
+)
+_PAPER_FONT, _PAPER_BOLD = "DejaVuSerif", "DejaVuSerif-Bold"
+_PAPER_SIZE, _PAPER_LEADING = 9.5, 11.5
+_PAPER_MARGIN, _PAPER_GUTTER, _PAPER_TOP = 54.0, 18.0, 72.0
+_PAPER_COLUMN = (PAGE_WIDTH - 2 * _PAPER_MARGIN - _PAPER_GUTTER) / 2
+_PAPER_ROWS = int((PAGE_HEIGHT - 2 * _PAPER_TOP) // _PAPER_LEADING)
+_PAPER_TITLE_ROWS = 6  # rows of both columns that page 1's title and authors take
+# TeX sets these pairs as one glyph; the embedded DejaVu Serif has them, so the text layer says "ﬁ", not "fi".
+_TEX_LIGATURES = (("ffi", "ﬃ"), ("ffl", "ﬄ"), ("ff", "ﬀ"), ("fi", "ﬁ"), ("fl", "ﬂ"))
+# TeX's break points for the paper's long words (words not listed are never broken).
+_PAPER_HYPHENATION = {
+    word.replace("-", ""): word
+    for word in (
+        "per-for-mance",
+        "re-la-tions",
+        "re-la-tion",
+        "dis-cov-ery",
+        "un-su-per-vised",
+        "clus-ter-ing",
+        "clus-ters",
+        "dif-fer-ent",
+        "sig-nif-i-cant",
+        "sig-nif-i-cantly",
+        "in-for-ma-tion",
+        "ex-trac-tion",
+        "en-ti-ties",
+        "eval-u-a-tion",
+        "pre-ci-sion",
+        "doc-u-ments",
+        "find-ing",
+        "find-ings",
+        "sen-tences",
+        "stu-dents",
+        "lec-tures",
+        "con-texts",
+        "ex-am-ples",
+        "col-lec-tion",
+        "com-pared",
+        "base-line",
+        "con-sis-tently",
+        "mea-sured",
+        "ex-per-i-ments",
+        "ap-proach",
+        "re-ported",
+        "ac-cu-racy",
+    )
+}
+PAPER_SENTENCES = (
+    "Our method groups pairs of entities that appear in similar contexts across many documents.",
+    "The clustering step needs no labelled examples and no list of relations given in advance.",
+    "Finding the relations that hold between named entities is a central task of information extraction.",
+    "We measured precision, recall and F-score against relations annotated by two students.",
+    "The F-score of our approach was significantly higher than that of the baseline on every collection.",
+    "Students write notes in short fragments, which makes the contexts of each pair sparse.",
+    "A pair of entities is represented by the words that occur between them in a sentence.",
+    "The performance of the baseline dropped sharply when the notes came from different lectures.",
+    "Clusters with fewer than three pairs were discarded before the evaluation.",
+    "These findings suggest that the approach transfers to other collections of informal writing.",
+    "Each cluster is labelled with the words that are most frequent among its contexts.",
+    "Compared with supervised extraction, discovery finds relations that nobody thought to annotate.",
+    "The experiments reported here used the notes of one hundred students taking four courses.",
+    "Accuracy was consistently above the level reported for newspaper documents of similar size.",
+    "A flat clustering of the contexts outperformed a hierarchical one in every experiment.",
+    "Table 1 is a sample of the relations discovered in the notes of a single lecture.",
+)
+PAPER_SECTIONS = (
+    "1 Introduction",
+    "2 Related Work",
+    "3 Method",
+    "4 Data",
+    "5 Evaluation",
+    "6 Results",
+    "7 Discussion",
+    "8 Conclusion",
+)
+
+
+def _ligatures(text: str) -> str:
+    for letters, glyph in _TEX_LIGATURES:
+        text = text.replace(letters, glyph)
+    return text
+
+
+def _break_lines(
+    words: Sequence[str],
+    width: Callable[[str], float],
+    text_width: float,
+    split: Callable[[str, float], tuple[str, str] | None] | None = None,
+    first_indent: float = 0.0,
+) -> list[list[str]]:
+    """Greedy line breaking of one paragraph; `split` may break the word that does not fit (its first part
+    ends with a hyphen).  Returns the words (or word parts) of each line."""
+    pending = list(words)
+    lines: list[list[str]] = []
+    current: list[str] = []
+    while pending:
+        room = text_width - (first_indent if not lines else 0.0)
+        word = pending.pop(0)
+        if width(" ".join([*current, word])) <= room:
+            current.append(word)
+            continue
+        parts = split(word, room - width(" ".join(current) + " ")) if split and current else None
+        if parts is not None:
+            current.append(parts[0])
+            pending.insert(0, parts[1])
+        else:
+            pending.insert(0, word)
+        if not current:  # a word wider than the line: it gets a line of its own
+            current.append(pending.pop(0))
+        lines.append(current)
+        current = []
+    if current:
+        lines.append(current)
+    return lines
+
+
+def _summary_width(text: str) -> float:
+    return float(pdfmetrics.stringWidth(text, _SUMMARY_FONT, _SUMMARY_SIZE))
+
+
+def _summary_page_blocks(page: int) -> list[Block]:
+    rng = random.Random(f"summary-page-{page}")
+    blocks = [Block("header", SUMMARY_TITLE)]
+    if page == 1:
+        blocks.append(Block("title", SUMMARY_TITLE))
+    blocks.append(Block("heading", SUMMARY_HEADINGS[(page - 1) % len(SUMMARY_HEADINGS)]))
+    if page == 3:
+        blocks.append(Block("body", SUMMARY_FORMALITIES))
+    for _ in range(3 if page != 3 else 2):
+        blocks.append(Block("body", " ".join(rng.sample(SUMMARY_SENTENCES, rng.randint(3, 4)))))
+    blocks.append(Block("footer", f"Office summary, page {page}"))
+    return blocks
+
+
+def _draw_summary_page(canvas: Canvas, blocks: Sequence[Block]) -> None:
+    """Body paragraphs justified, each full line's last glyph drawn on its own after a small gap."""
+    text_width = PAGE_WIDTH - 2 * MARGIN
+    top = MARGIN - 20.0
+    for block in blocks:
+        if block.role in ("header", "footer"):
+            size, y = (9.0, PAGE_HEIGHT - top) if block.role == "header" else (10.0, MARGIN - 30.0)
+            canvas.setFont("Times-Italic" if block.role == "header" else _SUMMARY_FONT, size)
+            canvas.drawCentredString(PAGE_WIDTH / 2, y, block.text)
+            top += 24.0 if block.role == "header" else 0.0
+            continue
+        if block.role in ("title", "heading"):
+            size = 16.0 if block.role == "title" else 12.0
+            top += size + 8.0
+            canvas.setFont("Times-Bold", size)
+            canvas.drawString(MARGIN, PAGE_HEIGHT - top, block.text)
+            top += 6.0
+            continue
+        lines = _break_lines(block.text.split(" "), _summary_width, text_width)
+        for number, words in enumerate(lines):
+            top += _SUMMARY_LEADING
+            text = canvas.beginText(MARGIN, PAGE_HEIGHT - top)
+            text.setFont(_SUMMARY_FONT, _SUMMARY_SIZE)
+            line = " ".join(words)
+            if number == len(lines) - 1:
+                text.textOut(line)
+            else:
+                head, last = line[:-1], line[-1]
+                spaces = head.count(" ")
+                room = text_width - _summary_width(last) - _SUMMARY_GAP
+                word_space = (room - _summary_width(head)) / spaces if spaces else 0.0
+                text.setWordSpace(word_space)
+                text.textOut(head)
+                text.setWordSpace(0)
+                text.moveCursor(text_width - _summary_width(last), 0)
+                text.textOut(last)
+            canvas.drawText(text)
+        top += 8.0
+
+
+def make_split_glyph_summary(path: Path, pages: int = SUMMARY_PAGES) -> list[str]:
+    """Write a stand-in for a real 18-page government summary; return each page's reference text.
+
+    Like the real file's producer, it justifies each full line and then draws the line's last glyph as a
+    text object of its own a little apart ("the fulfillment o" + "f"), so pypdf reads "o f": the extraction
+    must rejoin such letters from the page's own words.  It is encrypted (RC4) with an empty user password
+    and carries a title in its metadata.
+    """
+    buffer = io.BytesIO()
+    canvas = Canvas(buffer, pagesize=letter, pageCompression=1, invariant=1)
+    canvas.setTitle(SUMMARY_TITLE)
+    canvas.setAuthor("lmgpa tests")
+    refs = []
+    for page in range(1, pages + 1):
+        blocks = _summary_page_blocks(page)
+        _draw_summary_page(canvas, blocks)
+        canvas.showPage()
+        # The running header and footer are drawn first and last on the page, as they are read.
+        refs.append(reference_text(blocks))
+    canvas.save()
+    buffer.seek(0)
+    writer = PdfWriter(clone_from=PdfReader(buffer))
+    writer.encrypt(user_password="", owner_password=OWNER_PASSWORD, algorithm="RC4-128")
+    with path.open("wb") as out:
+        writer.write(out)
+    return refs
+
+
+def _paper_width(text: str, font: str = _PAPER_FONT) -> float:
+    return float(pdfmetrics.stringWidth(_ligatures(text), font, _PAPER_SIZE))
+
+
+def _paper_split(word: str, room: float) -> tuple[str, str] | None:
+    """Break `word` as TeX would: after its own hyphen ("F-" / "score"), or at a listed syllable."""
+    if "-" in word.strip("-"):
+        head, _, tail = word.partition("-")
+        return (head + "-", tail) if _paper_width(head + "-") <= room else None
+    core = word.rstrip(".,;:")
+    points = _PAPER_HYPHENATION.get(core.lower())
+    if points is None:
+        return None
+    cuts = [i for i, ch in enumerate(points) if ch == "-"]
+    cuts = [cut - n for n, cut in enumerate(cuts)]  # positions in the word itself
+    for cut in reversed(cuts):
+        if _paper_width(word[:cut] + "-") <= room:
+            return word[:cut] + "-", word[cut:]
+    return None
+
+
+def _paper_blocks() -> Iterator[tuple[Literal["heading", "body"], list[str]]]:
+    """The paper's sections and paragraphs as words, without end (the layout stops when the pages are full)."""
+    rng = random.Random("two-column-paper")
+    for number, section in enumerate(itertools.cycle(PAPER_SECTIONS)):
+        yield "heading", section.split(" ")
+        for paragraph in range(rng.randint(2, 4)):
+            sentences = rng.sample(PAPER_SENTENCES, rng.randint(3, 5))
+            if number == 0 and paragraph == 0:
+                sentences.insert(1, PAPER_SENTENCE)
+            yield "body", " ".join(sentences).split(" ")
+
+
+def _draw_paper_line(
+    canvas: Canvas, column: int, row: int, words: list[str], *, font: str, indent: float, justify: bool
+) -> None:
+    x = _PAPER_MARGIN + column * (_PAPER_COLUMN + _PAPER_GUTTER) + indent
+    text = canvas.beginText(x, PAGE_HEIGHT - _PAPER_TOP - row * _PAPER_LEADING)
+    text.setFont(font, _PAPER_SIZE)
+    line = " ".join(words)
+    if justify and len(words) > 1:
+        text.setWordSpace((_PAPER_COLUMN - indent - _paper_width(line, font)) / (len(words) - 1))
+    text.textOut(_ligatures(line))
+    canvas.drawText(text)
+
+
+def make_two_column_paper(path: Path, pages: int = PAPER_PAGES) -> list[str]:
+    """Write a stand-in for a real 8-page two-column conference paper; return each page's reference text.
+
+    As TeX sets it: an embedded TrueType font (DejaVu Serif) drawing "fi", "fl", "ff" as ligature glyphs,
+    justified columns, long words hyphenated at line ends ("perfor-" / "mance") and compounds broken after
+    their own hyphen ("F-" / "score"), never a word broken across pages.  The left column is drawn before
+    the right one.  The references hold whole words and plain letters: what extraction must give, cleaned.
+    """
+    _register_fonts()
+    canvas = Canvas(str(path), pagesize=letter, pageCompression=1, invariant=1)
+    canvas.setTitle(PAPER_TITLE)
+    canvas.setAuthor(PAPER_AUTHORS)
+    blocks = _paper_blocks()
+    role, words = next(blocks)
+    done = 0  # words of the current block already drawn
+    refs = []
+    for page in range(1, pages + 1):
+        parts: list[str] = []
+        if page == 1:
+            canvas.setFont(_PAPER_BOLD, 16)
+            canvas.drawCentredString(PAGE_WIDTH / 2, PAGE_HEIGHT - _PAPER_TOP, _ligatures(PAPER_TITLE))
+            canvas.setFont(_PAPER_FONT, 11)
+            canvas.drawCentredString(PAGE_WIDTH / 2, PAGE_HEIGHT - _PAPER_TOP - 22, _ligatures(PAPER_AUTHORS))
+            parts += [PAPER_TITLE, PAPER_AUTHORS]
+        first_row = _PAPER_TITLE_ROWS if page == 1 else 0
+        slots = [(column, row) for column in (0, 1) for row in range(first_row, _PAPER_ROWS)]
+        while slots:
+            if role == "heading":
+                if slots[0][1] > first_row and len(slots) > 1:
+                    slots.pop(0)  # a blank row above a heading, except at the top of a column
+                column, row = slots.pop(0)
+                _draw_paper_line(canvas, column, row, words, font=_PAPER_BOLD, indent=0.0, justify=False)
+                parts.append(" ".join(words))
+                role, words = next(blocks)
+                continue
+            indent = 12.0 if done == 0 else 0.0
+            lines = _break_lines(words[done:], _paper_width, _PAPER_COLUMN, _paper_split, first_indent=indent)
+            fits = lines[: len(slots)]
+            if len(fits) < len(lines) and fits[-1][-1].endswith("-") and len(fits[-1]) > 1:
+                fits[-1].pop()  # the page's last line ends at a whole word: no break across pages
+            for number, line in enumerate(fits):
+                column, row = slots.pop(0)
+                last = number == len(lines) - 1
+                _draw_paper_line(
+                    canvas,
+                    column,
+                    row,
+                    line,
+                    font=_PAPER_FONT,
+                    indent=indent if number == 0 else 0.0,
+                    justify=not last,
+                )
+            # A broken word's first part ends with "-" and its second part counts as the word.
+            count = sum(not part.endswith("-") for line in fits for part in line)
+            parts.append(" ".join(words[done : done + count]))
+            done += count
+            if done == len(words):
+                role, words = next(blocks)
+                done = 0
+        canvas.setFont(_PAPER_FONT, _PAPER_SIZE)
+        canvas.drawCentredString(PAGE_WIDTH / 2, _PAPER_TOP / 2, str(page))
+        parts.append(str(page))
+        refs.append("\n\n".join(parts))
+        canvas.showPage()
+    canvas.save()
     return refs
 
 

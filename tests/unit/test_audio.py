@@ -22,6 +22,7 @@ from shared.media.audio import (
     probe_audio,
     speaker_channels,
 )
+from tests.media import DATA
 from tests.media.speech import (
     encode,
     make_duplicated_stereo,
@@ -34,8 +35,8 @@ from tests.media.speech import (
 
 pytestmark = pytest.mark.timeout(120)
 
-BAD = Path(__file__).resolve().parents[3] / "shared" / "data" / "bad"
-AUDIO = Path(__file__).resolve().parents[3] / "shared" / "data" / "audio"
+BAD = DATA / "bad"
+AUDIO = DATA / "audio"
 FORMATS = ("m4a", "mp3", "ogg", "opus", "webm", "flac", "wav")
 # (sample rate, channels) per format; Opus encodes only at 8/12/16/24/48 kHz and always decodes at 48 kHz.
 LAYOUTS = ((8000, 1), (22050, 2), (44100, 2), (48000, 1))

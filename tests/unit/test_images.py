@@ -17,11 +17,10 @@ from shared.errors import PermanentError
 from shared.media import images
 from shared.media.images import analyse_layout, flatten_illumination, load_image, preprocess
 from shared.media.ocr import LOW_CONFIDENCE, _result, _tokens, character_accuracy
-from tests.data import SHARED_DATA
-from tests.media import photos
+from tests.media import DATA, photos
 
-TRUNCATED_PNG = SHARED_DATA / "bad" / "pillow_truncated_image.png"
-INVALID_PDF = SHARED_DATA / "bad" / "ocrmypdf_invalid.pdf"
+TRUNCATED_PNG = DATA / "bad" / "pillow_truncated_image.png"
+INVALID_PDF = DATA / "bad" / "ocrmypdf_invalid.pdf"
 SUFFIXES = tuple(photos.FORMATS)
 
 
@@ -77,7 +76,7 @@ def test_exif_orientation_is_applied(
 
 
 def test_grey_and_bilevel_images_load_as_l() -> None:
-    scan = load_image(SHARED_DATA / "images" / "tesseract_phototest.tif")
+    scan = load_image(DATA / "images" / "tesseract_phototest.tif")
     assert scan.mode == "L"
     assert scan.size == (640, 480)
 
