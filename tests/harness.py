@@ -1,5 +1,5 @@
 """An in-process pipeline for integration tests: the real workers' apps on the real broker, PostgreSQL,
-Chroma server and local Qdrant, plus the helpers tests need to publish events and wait for outcomes."""
+Chroma server and Qdrant server, plus the helpers tests need to publish events and wait for outcomes."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from shared.broker import create_topics, group_id, make_broker, publish
 from shared.db import inbox, jobs, owners
 from shared.db.migrate import apply_migrations
 from shared.db.pool import create_pool
+from shared.devstack.servers import ServerProcess
 from shared.events.models import Envelope
 from shared.events.topics import SERVICE_INPUTS
 from shared.settings import Settings, get_settings
@@ -134,14 +135,24 @@ class Harness:
 
 @asynccontextmanager
 async def running_pipeline(
-    *, database_url: str, bootstrap: str, chroma_url: str, home: Path, services: Sequence[str]
+    *,
+    database_url: str,
+    bootstrap: str,
+    chroma_url: str,
+    qdrant: ServerProcess,
+    home: Path,
+    services: Sequence[str],
+    qdrant_collection: str | None = None,
 ) -> AsyncIterator[Harness]:
     """Migrate, create topics, start the workers' apps in this process, and yield the harness."""
     env = {
         "LMGPA_DATABASE_URL": database_url,
         "LMGPA_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
         "LMGPA_CHROMA_URL": chroma_url,
-        "LMGPA_QDRANT_PATH": str(home / "qdrant"),
+        "LMGPA_QDRANT_URL": qdrant.url,
+        "LMGPA_QDRANT_GRPC_PORT": str(qdrant.grpc_port),
+        # Its own collection: the session's Qdrant server is shared with other tests.
+        "LMGPA_QDRANT_COLLECTION": qdrant_collection or f"chunks_{uuid.uuid4().hex[:12]}",
         "LMGPA_STORAGE_ROOT": str(home / "storage"),
         "LMGPA_BATCH_MAX_RECORDS": "16",
         "LMGPA_MODEL_CACHE_DIR": str(home / "models"),
@@ -151,6 +162,7 @@ async def running_pipeline(
         "LMGPA_RETRY_BASE_DELAY": "0.2",
         "LMGPA_MAX_DELIVERIES": "3",
     }
+    os.environ.pop("LMGPA_QDRANT_PATH", None)
     os.environ.update(env)
     (home / "storage").mkdir(parents=True, exist_ok=True)
     get_settings.cache_clear()

@@ -1,4 +1,4 @@
-"""Pytest plugin: the embedded servers (PostgreSQL, Tansu broker, Chroma) per session, a database per test.
+"""Pytest plugin: the embedded servers (PostgreSQL, Tansu broker, Chroma, Qdrant) per session, a database per test.
 
 Enable it with ``pytest_plugins = ["tests.servers"]`` in a conftest, or ``-p tests.servers`` on the command
 line. Each server starts on first use, under the session's temporary folder, and is stopped at the end.
@@ -23,6 +23,7 @@ from shared.devstack.servers import (
     start_broker,
     start_chroma,
     start_postgres,
+    start_qdrant,
     stop_process,
 )
 
@@ -77,6 +78,23 @@ def chroma_server(devstack_home: Path) -> Iterator[ServerProcess]:
         yield server
     finally:
         stop_process(CURRENT.pop("chroma", server))
+
+
+def restart_qdrant(server: ServerProcess, home: Path) -> ServerProcess:
+    """Start Qdrant again on the same ports and data after a test stopped it; returns the new process."""
+    CURRENT["qdrant"] = start_qdrant(home, port=server.port, grpc_port=server.grpc_port)
+    return CURRENT["qdrant"]
+
+
+@pytest.fixture(scope="session")
+def qdrant_server(devstack_home: Path) -> Iterator[ServerProcess]:
+    """A Qdrant server (the pinned 1.16.3 build); ``url`` is its REST URL, ``grpc_port`` its gRPC port."""
+    server = start_qdrant(devstack_home)
+    CURRENT["qdrant"] = server
+    try:
+        yield server
+    finally:
+        stop_process(CURRENT.pop("qdrant", server))
 
 
 @pytest.fixture(scope="session")

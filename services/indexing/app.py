@@ -1,4 +1,4 @@
-"""Indexing worker: FastStream wiring only. It alone writes the vector stores (and owns local-mode Qdrant)."""
+"""Indexing worker: FastStream wiring only. It alone writes the vector stores."""
 
 from __future__ import annotations
 
@@ -36,9 +36,7 @@ async def lifespan() -> AsyncIterator[None]:
     """Open both vector stores (creating the Qdrant collection and its indexes) once per process."""
     settings = runtime.settings
     qdrant_client = make_qdrant_client(settings)
-    stores.qdrant = QdrantStore(
-        qdrant_client, collection=settings.qdrant_collection, dimensions=settings.embedding_dimensions
-    )
+    stores.qdrant = QdrantStore.from_settings(qdrant_client, settings)
     await stores.qdrant.ensure_collection()
     stores.chroma = ChromaStore(await make_chroma_client(settings))
     try:

@@ -291,9 +291,7 @@ async def search_chunks(
 
         client = make_qdrant_client(settings)
         try:
-            qdrant = QdrantStore(
-                client, collection=settings.qdrant_collection, dimensions=settings.embedding_dimensions
-            )
+            qdrant = QdrantStore.from_settings(client, settings)
             hits = await qdrant.search(
                 vector, user_id=user_id, class_id=class_id, content_type=content_type, limit=limit
             )

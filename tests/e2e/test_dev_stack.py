@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from shared.vectors.records import point_id
@@ -237,8 +238,9 @@ def test_ingest_status_search_and_replay_through_separate_processes(stack_home: 
         "LMGPA_KAFKA_BOOTSTRAP_SERVERS",
         "LMGPA_DATABASE_URL",
         "LMGPA_CHROMA_URL",
-        "LMGPA_QDRANT_PATH",
+        "LMGPA_QDRANT_URL",
     } <= set(exported)
+    assert "LMGPA_QDRANT_PATH" not in exported, "the embedded stack never runs Qdrant's local mode"
     extra = subprocess.Popen(
         [sys.executable, "-m", "shared.cli.main", "worker", "embedding"],
         cwd=REPO,
@@ -269,33 +271,55 @@ def test_ingest_status_search_and_replay_through_separate_processes(stack_home: 
     assert extra.returncode == 0, output[-2000:]
     assert "worker_started" in output
 
-    # With the stack down, the Qdrant folder can be opened: exactly the chunks, under deterministic ids.
-    qdrant_path = json.loads(dict(exported)["LMGPA_QDRANT_PATH"])
-    lmgpa(stack_home, "dev", "down")
+    # The stack's Qdrant is a server: the collection has the tenant and filter indexes, and holds exactly the
+    # chunks under deterministic ids, live and again after the whole stack was stopped and started.
+    qdrant_url = json.loads(exported["LMGPA_QDRANT_URL"])
+    schema = httpx.get(f"{qdrant_url}/collections/lmgpa_chunks", timeout=10).json()["result"][
+        "payload_schema"
+    ]
+    assert schema["user_id"]["data_type"] == "keyword" and schema["user_id"]["params"]["is_tenant"] is True
+    assert {name: schema[name]["data_type"] for name in schema} == {
+        "user_id": "keyword",
+        "class_id": "keyword",
+        "content_type": "keyword",
+        "source_id": "keyword",
+        "visible": "bool",
+        "generation": "integer",
+    }
     from qdrant_client import QdrantClient, models
 
-    client = QdrantClient(path=qdrant_path)
-    try:
-        points, _ = client.scroll(
-            "lmgpa_chunks",
-            scroll_filter=models.Filter(
-                must=[
-                    models.FieldCondition(
-                        key="source_id", match=models.MatchValue(value=ingested["source_id"])
-                    )
-                ]
-            ),
-            limit=100,
-        )
-        assert sorted(str(p.id) for p in points) == sorted(
-            point_id(uuid.UUID(ingested["source_id"]), i) for i in range(ingested["chunk_count"])
-        )
-        assert client.count(
-            "lmgpa_chunks",
-            count_filter=models.Filter(
+    def census() -> tuple[list[str], int]:
+        client = QdrantClient(url=qdrant_url)
+        try:
+            points, _ = client.scroll(
+                "lmgpa_chunks",
+                scroll_filter=models.Filter(
+                    must=[
+                        models.FieldCondition(
+                            key="source_id", match=models.MatchValue(value=ingested["source_id"])
+                        )
+                    ]
+                ),
+                limit=100,
+            )
+            mine = models.Filter(
                 must=[models.FieldCondition(key="user_id", match=models.MatchValue(value=str(user)))]
-            ),
-        ).count == sum(x["chunk_count"] for x in (ingested, third)), "the deleted source's points are gone"
-    finally:
-        client.close()
+            )
+            return sorted(str(p.id) for p in points), client.count("lmgpa_chunks", count_filter=mine).count
+        finally:
+            client.close()
+
+    expected = (
+        sorted(point_id(uuid.UUID(ingested["source_id"]), i) for i in range(ingested["chunk_count"])),
+        sum(x["chunk_count"] for x in (ingested, third)),  # the deleted source's points are gone
+    )
+    assert census() == expected
+    lmgpa(stack_home, "dev", "down")
     lmgpa(stack_home, "dev", "up")  # the fixture's teardown purges it
+    qdrant_url = json.loads(
+        dict(
+            line.removeprefix("export ").split("=", 1)
+            for line in lmgpa(stack_home, "dev", "env").stdout.splitlines()
+        )["LMGPA_QDRANT_URL"]
+    )
+    assert census() == expected, "the Qdrant server kept its points across a stop and start"

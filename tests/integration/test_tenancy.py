@@ -1,4 +1,5 @@
-"""Tenancy as a property: whatever is stored and however it is asked, a search returns only the asker's content."""
+"""Tenancy as a property: whatever is stored and however it is asked, a search of the Qdrant server returns only
+the asker's content (its tenant index and filters, as in production)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from qdrant_client import AsyncQdrantClient
 
+from shared.devstack.servers import ServerProcess
 from shared.events.models import EmbeddedChunk, SourceRef, encode_vector
 from shared.vectors.qdrant import QdrantStore
 from shared.vectors.records import to_record
@@ -41,9 +43,10 @@ async def scenario(
     klass: uuid.UUID | None,
     content_type: str | None,
     query: list[float],
+    url: str,
 ) -> None:
-    client = AsyncQdrantClient(location=":memory:")
-    store = QdrantStore(client, collection="t", dimensions=8)
+    client = AsyncQdrantClient(url=url)
+    store = QdrantStore(client, collection=f"tenancy_{uuid.uuid4().hex[:12]}", dimensions=8)
     await store.ensure_collection()
     records = []
     for n, (user, class_id, kind, values) in enumerate(stored):
@@ -72,10 +75,15 @@ async def scenario(
     ]
     assert all(h.metadata["user_id"] == str(asker) for h in hits), "another user's content came back"
     assert {h.document_id for h in hits} == {r.document_id for r in expected}, "and all of the asker's did"
+    await client.delete_collection(store.collection)
     await client.close()
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 @given(
     stored=st.lists(chunk_spec, min_size=1, max_size=25),
     asker=st.sampled_from(USERS),
@@ -89,5 +97,6 @@ def test_a_search_returns_exactly_the_askers_matching_content(
     klass: uuid.UUID | None,
     content_type: str | None,
     query: list[float],
+    qdrant_server: ServerProcess,
 ) -> None:
-    asyncio.run(scenario(stored, asker, klass, content_type, query))
+    asyncio.run(scenario(stored, asker, klass, content_type, query, qdrant_server.url))

