@@ -340,13 +340,11 @@ class Census:
 
 
 def vector_census(s: Stack, owner: uuid.UUID, klass: uuid.UUID) -> Census:
-    """Stop the workers (indexing owns the local Qdrant folder), then count every vector of the class in both
-    stores: Qdrant points per source and per (source, chunk index), and Chroma documents."""
-    for worker in s.state.workers:
-        stack.stop_worker(worker)
+    """Count every vector of the class in both stores, read from the running servers: Qdrant points per source
+    and per (source, chunk index), and Chroma documents."""
     from qdrant_client import QdrantClient
 
-    client = QdrantClient(path=s.state.env["LMGPA_QDRANT_PATH"])
+    client = QdrantClient(url=s.state.env["LMGPA_QDRANT_URL"])
     per_source: Counter[str] = Counter()
     keys: Counter[tuple[str, int]] = Counter()
     offset = None
@@ -512,7 +510,8 @@ def test_chaos_nothing_lost_nothing_duplicated(resilient_stack: Stack, tmp_path:
 
     def chaos(fraction: float) -> None:
         """Restart what died; kill -9 a random worker at every milestone and at random; stop PostgreSQL
-        at 20% and the Chroma server at 50% of the work, each for a few seconds, while work is in flight."""
+        at 20%, the Chroma server at 50% and the Qdrant server at 70% of the work, each for a few seconds,
+        while work is in flight."""
         for i, worker in enumerate(s.state.workers):
             if not servers.is_running(worker.pid):
                 s.state.workers[i] = stack.start_worker(s.state, worker.service, worker.replica)
@@ -537,6 +536,14 @@ def test_chaos_nothing_lost_nothing_duplicated(resilient_stack: Stack, tmp_path:
             s.state.chroma = {**s.state.chroma, "pid": servers.start_chroma(s.home, port=chroma.port).pid}
             s.state.save()
             outages.append("chroma")
+        if fraction >= 0.7 and "qdrant" not in outages:
+            qdrant = s.state.server("qdrant")
+            servers.stop_process(qdrant)
+            time.sleep(4)
+            restarted = servers.start_qdrant(s.home, port=qdrant.port, grpc_port=qdrant.grpc_port)
+            s.state.qdrant = {**s.state.qdrant, "pid": restarted.pid}
+            s.state.save()
+            outages.append("qdrant")
 
     asyncio.run(publish_all(s.settings, [c.event for c in cases]))
     got = wait_for(s, cases, timeout=1200, during=chaos)
@@ -583,7 +590,8 @@ def test_chaos_nothing_lost_nothing_duplicated(resilient_stack: Stack, tmp_path:
         f"expected chunks {expected_total}; qdrant points {sum(per_source.values())}; chroma documents {docs}; "
         f"sources with a wrong count {len(missing)}; duplicate chunks {len(duplicates)}; orphan sources {len(orphans)}"
     )
-    assert sum(kills.values()) >= 15 and outages == ["postgres", "chroma"]
+    assert sum(kills.values()) >= 15 and outages == ["postgres", "chroma", "qdrant"]
+    assert sum(w.service == "indexing" for w in s.state.workers) == 2, "two indexing replicas, one Qdrant"
     assert not missing and not duplicates and not orphans
     assert sum(per_source.values()) == expected_total == docs
 
@@ -594,7 +602,7 @@ def test_sigterm_lets_in_flight_work_finish_or_be_redelivered(
     """SIGTERM every worker while a batch is in flight: each stops within its grace period through its own
     shutdown path, and after a restart every source completes with exactly its chunks in both stores."""
     s = resilient_stack
-    restart_dead_workers(s)  # the chaos run stopped them to read the local Qdrant folder
+    restart_dead_workers(s)  # whatever the chaos run left dead
     s = with_new_student(s)
     owner, klass = s.owner
     cases = note_cases(s, 60, random.Random(7))
