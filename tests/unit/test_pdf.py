@@ -228,7 +228,8 @@ def test_cff_type1_fonts_extract_exactly_with_fonttools(
     path = CFF_TYPE1
     if encoding == "built-in":
         # Without fontTools pypdf cannot read a CFF font's own encoding and falls back to StandardEncoding:
-        # measured, 8 characters of these 2 pages differ ("·" read as "•").
+        # measured, 8 characters of these 2 pages differ ("·" read as "•", "é" as "Ø", curly quotes and
+        # the em dash as C1 control characters).
         path = tmp_path / "built-in.pdf"
         _without_encoding(CFF_TYPE1, path)
     assert _cff_type1_fonts(path) == {"Times-Roman", "Times-Italic"}
