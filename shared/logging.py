@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import warnings
 from typing import Any
 
 import structlog
@@ -53,6 +54,18 @@ def configure_logging(*, service: str, fmt: str = "auto", level: str = "INFO") -
     for noisy in ("aiokafka", "kafka", "httpx", "chromadb", "faststream"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     structlog.contextvars.bind_contextvars(service=service)
+
+
+QUIETED_CLIENTS = ("aiokafka", "asyncio", "faststream", "httpx", "chromadb", "qdrant_client")
+
+
+def quiet_clients() -> None:
+    """For a one-shot CLI command: the clients' own records (aiokafka's failed connections, asyncio's notes on a
+    client left open by a failed start) only repeat the error the CLI reports in one or two lines."""
+    for name in QUIETED_CLIENTS:
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+    # qdrant-client's note that it could not ask an unreachable server for its version.
+    warnings.filterwarnings("ignore", message="Failed to obtain server version", category=UserWarning)
 
 
 def get_logger(name: str | None = None) -> Any:

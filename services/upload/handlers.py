@@ -21,6 +21,7 @@ from shared.events.models import (
 from shared.events.parts import clean_text, split_into_parts
 from shared.ports import SourceRow
 from shared.storage import StoredFile
+from shared.text import require_text
 
 SERVICE = "upload"
 NEXT_STAGE_OF_KIND = {"audio": "transcription", "photo": "ocr", "textbook": "chunking", "note": "embedding"}
@@ -93,6 +94,8 @@ async def accept_upload(
     stored: StoredFile | None = None
     if event.kind == "note":
         text = event.text if event.text is not None else (existing.text if existing else None)
+        if text is not None:
+            require_text(text)  # before cleaning: the control characters are what tell a binary apart
         text = clean_text(text) if text is not None else None
         if text is None or not text.strip():
             raise PermanentError("empty_text", "the note has no text to index")

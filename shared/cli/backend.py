@@ -7,14 +7,17 @@ import base64
 import json
 import time
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from faststream.kafka import KafkaBroker
 
 from shared.broker import make_broker, publish
+from shared.cli.errors import CliError
 from shared.db import inbox, jobs, owners
 from shared.db.pool import create_pool
 from shared.events.models import (
@@ -27,6 +30,7 @@ from shared.events.models import (
 from shared.events.topics import ALL_TOPICS
 from shared.settings import Settings
 from shared.storage import LocalStorage
+from shared.text import decode_note, require_text
 
 PRODUCER = "lmgpa-cli"
 TOPIC_OF_EVENT_TYPE = {m.__name__: t for t, m in MODEL_OF_TOPIC.items()}
@@ -47,17 +51,24 @@ async def ingest_source(
     event_id: uuid.UUID | None = None,
     class_name: str | None = None,
 ) -> dict[str, Any]:
-    """Store the file (or take the note), publish SourceUploaded, and optionally wait for the outcome."""
+    """Store the file (or take the note), publish SourceUploaded, and optionally wait for the outcome.
+
+    A note must be text (`shared.text`): a file is read as bytes (UTF-8, or UTF-16/32 with a byte-order mark)
+    and refused here as `not_text`, with the reason the upload worker gives for such an event. The owner is
+    checked first: an unknown user or class, or another user's class, is refused before anything is sent."""
+    text = note
+    if path is not None and kind == "note":
+        text = decode_note(path.read_bytes())
+    if text is not None:
+        require_text(text)
     pool = await create_pool(settings.database_dsn(), max_size=2)
     try:
         if create_owner:
             await owners.ensure_user(pool, user_id=user_id)
             await owners.ensure_class(pool, class_id=class_id, user_id=user_id, name=class_name)
+        await _check_owner(pool, user_id=user_id, class_id=class_id)
         storage_url = None
-        text = note
-        if path is not None and kind == "note":
-            text = path.read_text(encoding="utf-8", errors="replace")
-        elif path is not None:
+        if path is not None and kind != "note":
             storage_url = LocalStorage(settings.storage_root).put(path, user_id=user_id).url
         event_id = event_id or uuid.uuid4()
         event = SourceUploaded(
@@ -105,6 +116,23 @@ async def ingest_source(
         return {**result, **(_job_dict(job) if job else {}), "status": "timed_out"}
     finally:
         await pool.close()
+
+
+async def _check_owner(pool: asyncpg.Pool, *, user_id: uuid.UUID, class_id: uuid.UUID) -> None:
+    """Refuse an upload the upload worker would refuse for its owner, with what to do instead."""
+    owner = await owners.class_owner(pool, class_id=class_id)
+    if owner == user_id:
+        return
+    if not await owners.user_exists(pool, user_id=user_id):
+        raise CliError(
+            f"unknown user {user_id}", "pass --create-owner to create the user and the class (for a try-out)"
+        )
+    if owner is None:
+        raise CliError(f"unknown class {class_id}", "pass --create-owner to create it for this user")
+    raise CliError(
+        f"class {class_id} belongs to another user, not to {user_id}",
+        "pass one of this user's classes (--create-owner never changes a class's owner)",
+    )
 
 
 def load_fixtures(path: Path, *, topic: str | None = None) -> list[tuple[str, bytes, bytes]]:
@@ -170,6 +198,11 @@ def stage_state(stage: jobs.StageRow, *, now: datetime, stall_seconds: float) ->
     return "stalled" if (now - beat).total_seconds() > stall_seconds else "working"
 
 
+def _iso(moment: datetime | None) -> str | None:
+    """A timestamp as --json shows every one: ISO 8601 with the T and the UTC offset."""
+    return moment.isoformat() if moment is not None else None
+
+
 def _job_dict(job: jobs.JobRow, *, stall_seconds: float = 300.0) -> dict[str, Any]:
     now = datetime.now(UTC)
     states = [stage_state(s, now=now, stall_seconds=stall_seconds) for s in job.stages]
@@ -187,7 +220,7 @@ def _job_dict(job: jobs.JobRow, *, stall_seconds: float = 300.0) -> dict[str, An
         "chunk_count": job.chunk_count,
         "error_code": job.error_code,
         "error_message": job.error_message,
-        "updated_at": job.updated_at.isoformat(),
+        "updated_at": _iso(job.updated_at),
         "stages": [
             {
                 "stage": s.stage,
@@ -197,10 +230,10 @@ def _job_dict(job: jobs.JobRow, *, stall_seconds: float = 300.0) -> dict[str, An
                 "units_done": s.units_done,
                 "units_total": s.units_total,
                 "unit": s.unit,
-                "enqueued_at": s.enqueued_at,
-                "started_at": s.started_at,
-                "finished_at": s.finished_at,
-                "heartbeat_at": s.heartbeat_at,
+                "enqueued_at": _iso(s.enqueued_at),
+                "started_at": _iso(s.started_at),
+                "finished_at": _iso(s.finished_at),
+                "heartbeat_at": _iso(s.heartbeat_at),
                 "error_code": s.error_code,
                 "error_message": s.error_message,
             }
@@ -210,13 +243,25 @@ def _job_dict(job: jobs.JobRow, *, stall_seconds: float = 300.0) -> dict[str, An
 
 
 async def fetch_status(
-    settings: Settings, *, source_id: uuid.UUID | None, user_id: uuid.UUID | None, limit: int
+    settings: Settings,
+    *,
+    source_id: uuid.UUID | None,
+    user_id: uuid.UUID | None,
+    limit: int,
+    source_ids: Sequence[uuid.UUID] | None = None,
 ) -> dict[str, Any]:
-    """Jobs (with stages) and recent rejections."""
+    """Jobs (with stages) and recent rejections: of one source, of some sources, or the newest."""
     pool = await create_pool(settings.database_dsn(), max_size=2)
     try:
-        found = await jobs.list_jobs(pool, source_id=source_id, user_id=user_id, limit=limit)
-        rejected = await inbox.list_rejections(pool, key=str(source_id) if source_id else None, limit=limit)
+        found = await jobs.list_jobs(
+            pool, source_id=source_id, user_id=user_id, source_ids=source_ids, limit=limit
+        )
+        rejected = await inbox.list_rejections(
+            pool,
+            key=str(source_id) if source_id else None,
+            keys=[str(s) for s in source_ids] if source_ids is not None else None,
+            limit=limit,
+        )
     finally:
         await pool.close()
     return {
@@ -229,7 +274,7 @@ async def fetch_status(
                 "event_id": str(r.event_id) if r.event_id else None,
                 "error_code": r.error_code,
                 "error_message": r.error_message,
-                "received_at": r.received_at.isoformat(),
+                "received_at": _iso(r.received_at),
             }
             for r in rejected
         ],
@@ -328,8 +373,8 @@ async def publish_backend_event(settings: Settings, model: type[E], **fields: An
 async def read_dead_letters(settings: Settings) -> list[DeadLetter]:
     """Every dead letter on the topic, oldest first (read from the beginning, no consumer group)."""
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False)
-    await consumer.start()
     try:
+        await consumer.start()
         partitions = [
             TopicPartition(DeadLetter.TOPIC, p) for p in consumer.partitions_for_topic(DeadLetter.TOPIC) or ()
         ]

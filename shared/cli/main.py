@@ -6,9 +6,13 @@ import asyncio
 import importlib
 import json
 import os
+import sys
 import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal, get_args
 
 import typer
 
@@ -16,11 +20,22 @@ from shared.devstack import stack
 from shared.events import topics
 from shared.settings import Settings
 
-app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False)
-dev = typer.Typer(help="The embedded default stack (no Docker, nothing to configure).", no_args_is_help=True)
-topics_cli = typer.Typer(help="Kafka topics.", no_args_is_help=True)
-schemas_cli = typer.Typer(help="The generated contract under schemas/.", no_args_is_help=True)
-dlq = typer.Typer(help="The dead-letter topic: what no worker could handle, and why.", no_args_is_help=True)
+# Plain help (rich_markup_mode=None): flags read as flags, without a `<bool>` value to type.
+app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False, rich_markup_mode=None)
+dev = typer.Typer(
+    help="The embedded default stack (no Docker, nothing to configure).",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+topics_cli = typer.Typer(help="Kafka topics.", no_args_is_help=True, rich_markup_mode=None)
+schemas_cli = typer.Typer(
+    help="The generated contract under schemas/.", no_args_is_help=True, rich_markup_mode=None
+)
+dlq = typer.Typer(
+    help="The dead-letter topic: what no worker could handle, and why.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
 app.add_typer(dlq, name="dlq")
 app.add_typer(dev, name="dev")
 app.add_typer(topics_cli, name="topics")
@@ -37,19 +52,74 @@ KIND_OF_SUFFIX = {
 UserOpt = Annotated[uuid.UUID, typer.Option("--user", help="The student's users.id.")]
 ClassOpt = Annotated[uuid.UUID, typer.Option("--class", help="The class's classes.id.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+Kind = Literal["audio", "photo", "textbook", "note"]
+SERVER_SETTINGS = ("database_url", "kafka_bootstrap_servers", "chroma_url", "qdrant_url")
+"""The settings that say where a server is: never taken from defaults when no stack was found."""
 
 
-def settings() -> Settings:
-    """LMGPA_ variables first; any not set are taken from the running dev stack, if there is one."""
-    state = stack.load_state()
+@dataclass
+class Session:
+    """What this run of the CLI was asked for and found, for the error report at the end."""
+
+    debug: bool = False
+    command: str | None = None
+    settings: Settings | None = None
+    stack_home: Path | None = None
+    stack_variables: frozenset[str] = frozenset()
+    """The LMGPA_ variables the stack gave (the user set none of them)."""
+
+
+SESSION = Session()
+LONG_RUNNING = frozenset({"worker", "search-api", "mcp"})
+"""Commands that run until stopped and log as services do; every other one reports its own errors."""
+
+
+@app.callback()
+def options(
+    ctx: typer.Context,
+    debug: Annotated[
+        bool, typer.Option("--debug", envvar="LMGPA_DEBUG", help="Show the traceback of an error.")
+    ] = False,
+) -> None:
+    """Options of every command."""
+    SESSION.debug = debug
+    SESSION.command = ctx.invoked_subcommand
+    if not debug and ctx.invoked_subcommand not in LONG_RUNNING:
+        from shared.logging import quiet_clients
+
+        quiet_clients()
+
+
+def settings(*needs: str) -> Settings:
+    """LMGPA_ variables first; any not set are taken from the running dev stack, if there is one. Without a
+    stack, the servers a command ``needs`` (Settings field names; default: at least one server) must be set
+    explicitly: the CLI never reaches for default ports on its own."""
+    home = stack.find_home()
+    state = stack.load_state(home) if home is not None else None
     if state is not None:
+        SESSION.stack_home = Path(state.home)
+        SESSION.stack_variables = frozenset(k for k in state.env if k not in os.environ)
         for key, value in state.env.items():
             os.environ.setdefault(key, value)
-    return Settings()
+    cfg = Settings()
+    SESSION.settings = cfg
+    if state is None:
+        given = cfg.model_fields_set
+        missing = [f for f in needs if f not in given] if needs else []
+        if missing or (not needs and not given & set(SERVER_SETTINGS)):
+            from shared.cli.errors import NoStackError
+
+            raise NoStackError(home, [f"LMGPA_{f.upper()}" for f in (missing or SERVER_SETTINGS)])
+    return cfg
+
+
+def _json_value(value: Any) -> Any:
+    """ISO 8601 for every timestamp (always with the T), text for the rest (UUIDs, paths)."""
+    return value.isoformat() if isinstance(value, datetime) else str(value)
 
 
 def _emit(data: Any) -> None:
-    typer.echo(json.dumps(data, indent=2, default=str))
+    typer.echo(json.dumps(data, indent=2, default=_json_value))
 
 
 # ----------------------------------------------------------------------------------------------- operations
@@ -79,7 +149,7 @@ def migrate() -> None:
     """Apply the SQL migrations under schemas/migrations (idempotent)."""
     from shared.db.migrate import apply_migrations
 
-    applied = asyncio.run(apply_migrations(settings().database_dsn()))
+    applied = asyncio.run(apply_migrations(settings("database_url").database_dsn()))
     typer.echo(f"applied: {', '.join(applied)}" if applied else "database is up to date")
 
 
@@ -90,7 +160,7 @@ def topics_create(
     """Create every topic of the contract that does not exist yet."""
     from shared.broker import create_topics
 
-    cfg = settings()
+    cfg = settings("kafka_bootstrap_servers")
     created = asyncio.run(
         create_topics(cfg.kafka_bootstrap_servers, partitions=partitions or cfg.topic_partitions)
     )
@@ -151,10 +221,12 @@ def dev_demo() -> None:
 @dev.command("env")
 def dev_env() -> None:
     """Print the running stack's settings as shell export lines (eval them to run one more worker)."""
-    state = stack.load_state()
+    home = stack.find_home()
+    state = stack.load_state(home) if home is not None else None
     if state is None:
-        typer.echo("no stack is running: `lmgpa dev up` first", err=True)
-        raise typer.Exit(1)
+        from shared.cli.errors import NoStackError
+
+        raise NoStackError(home)
     for key, value in state.env.items():
         typer.echo(f"export {key}={json.dumps(value)}")
 
@@ -191,7 +263,7 @@ def ingest(
     class_: ClassOpt = ...,  # type: ignore[assignment]
     note: Annotated[str | None, typer.Option("--note", help="Ingest this text as a note.")] = None,
     kind: Annotated[
-        str | None, typer.Option(help="audio | photo | textbook | note (default: from the file).")
+        Kind | None, typer.Option(help="What the source is (default: from the file name).")
     ] = None,
     title: Annotated[str | None, typer.Option(help="Default: the file name.")] = None,
     create_owner: Annotated[
@@ -208,15 +280,19 @@ def ingest(
         raise typer.BadParameter("give a PATH or --note TEXT (one of them)")
     if path is not None and not path.is_file():
         raise typer.BadParameter(f"no file at {path}")
-    kind = kind or ("note" if note is not None else KIND_OF_SUFFIX.get(path.suffix.lower()) if path else None)
-    if kind is None:
-        raise typer.BadParameter("cannot tell the kind from the file name: pass --kind")
+    chosen = kind or (
+        "note" if note is not None else KIND_OF_SUFFIX.get(path.suffix.lower()) if path else None
+    )
+    if chosen is None:
+        raise typer.BadParameter(
+            f"cannot tell the kind from the file name: pass --kind ({' | '.join(get_args(Kind))})"
+        )
     result = asyncio.run(
         ingest_source(
-            settings(),
+            settings("database_url", "kafka_bootstrap_servers"),
             path=path,
             note=note,
-            kind=kind,
+            kind=chosen,
             user_id=user,
             class_id=class_,
             title=title,
@@ -232,7 +308,7 @@ def ingest(
         if result.get("error_code"):
             line += f" ({result['error_code']}: {result['error_message']})"
         if result.get("chunk_count") is not None:
-            line += f", {result['chunk_count']} chunks"
+            line += f", {_count(result['chunk_count'], 'chunk')}"
         typer.echo(line)
     if wait and result["status"] not in ("completed",):
         raise typer.Exit(1 if result["status"] == "failed" else 2)
@@ -249,7 +325,7 @@ def replay(
     from shared.cli.backend import load_fixtures, publish_raw
 
     events = [item for f in files for item in load_fixtures(f, topic=topic)]
-    asyncio.run(publish_raw(settings(), events))
+    asyncio.run(publish_raw(settings("kafka_bootstrap_servers"), events))
     typer.echo(f"published {len(events)} event(s)")
 
 
@@ -265,13 +341,20 @@ def status(
     """Each source with its stages: waiting, working (with progress) or done, and why it failed."""
     from shared.cli.backend import fetch_status, render_status
 
-    report = asyncio.run(fetch_status(settings(), source_id=source_id, user_id=user, limit=limit))
+    report = asyncio.run(
+        fetch_status(settings("database_url"), source_id=source_id, user_id=user, limit=limit)
+    )
+    if source_id is not None and not report["sources"] and not report["rejections"]:
+        from shared.cli.errors import CliError
+
+        raise CliError(
+            f"source {source_id} not found",
+            "`lmgpa status` lists the most recent sources (`--user U`: one student's)",
+        )
     if as_json:
         _emit(report)
     else:
         typer.echo(render_status(report))
-    if source_id is not None and not report["sources"] and not report["rejections"]:
-        raise typer.Exit(1)
 
 
 @app.command()
@@ -335,7 +418,13 @@ def delete(
     if source is not None and class_ is None:
         raise typer.BadParameter("--source needs its --class")
     event = asyncio.run(
-        publish_backend_event(settings(), SourceDeleted, user_id=user, class_id=class_, source_id=source)
+        publish_backend_event(
+            settings("kafka_bootstrap_servers"),
+            SourceDeleted,
+            user_id=user,
+            class_id=class_,
+            source_id=source,
+        )
     )
     typer.echo(f"published {event.scope} delete {event.event_id}")
 
@@ -343,11 +432,12 @@ def delete(
 @app.command()
 def reprocess(
     source: Annotated[uuid.UUID, typer.Argument(help="The source to run again.")],
-    kind: Annotated[str, typer.Option(help="audio | photo | textbook | note")],
+    kind: Annotated[Kind, typer.Option(help="What the source is.")],
     user: UserOpt = ...,  # type: ignore[assignment]
     class_: ClassOpt = ...,  # type: ignore[assignment]
     from_stage: Annotated[
-        str, typer.Option("--from", help="upload (everything) or embedding (stored text).")
+        Literal["upload", "embedding"],
+        typer.Option("--from", help="upload (everything) or embedding (stored text)."),
     ] = "upload",
 ) -> None:
     """Run a finished source again; its vectors are replaced in one step once the new run is complete."""
@@ -356,7 +446,7 @@ def reprocess(
 
     event = asyncio.run(
         publish_backend_event(
-            settings(),
+            settings("kafka_bootstrap_servers"),
             SourceReprocessRequested,
             source_id=source,
             kind=kind,
@@ -375,7 +465,7 @@ def mcp_server(
     """Serve the MCP debugging tools over Chroma on stdin/stdout, bound to one student's collections only."""
     from shared.mcp.server import serve_stdio
 
-    asyncio.run(serve_stdio(settings(), user_id=user))
+    asyncio.run(serve_stdio(settings("chroma_url"), user_id=user))
 
 
 @dlq.command("list")
@@ -383,9 +473,9 @@ def dlq_list(as_json: JsonOpt = False) -> None:
     """Every dead letter: where it came from, why it was parked, how often it was tried."""
     from shared.cli.backend import read_dead_letters
 
-    letters = asyncio.run(read_dead_letters(settings()))
+    letters = asyncio.run(read_dead_letters(settings("kafka_bootstrap_servers")))
     if as_json:
-        _emit([letter.model_dump(mode="json", exclude={"original_value_b64"}) for letter in letters])
+        _emit([letter.model_dump(exclude={"original_value_b64"}) for letter in letters])
         return
     typer.echo(f"{len(letters)} dead letter(s)")
     for d in letters:
@@ -407,7 +497,7 @@ def dlq_replay(
 
     if not ids and not all_:
         raise typer.BadParameter("name dead letters with --id, or pass --all")
-    cfg = settings()
+    cfg = settings("kafka_bootstrap_servers")
     letters = asyncio.run(read_dead_letters(cfg))
     chosen = letters if all_ else [d for d in letters if d.dead_letter_id in set(ids or ())]
     missing = set(ids or ()) - {d.dead_letter_id for d in chosen}
@@ -417,14 +507,57 @@ def dlq_replay(
     typer.echo(f"replayed {asyncio.run(replay_dead_letters(cfg, chosen))} message(s)")
 
 
+def _count(n: int, noun: str) -> str:
+    """'1 chunk', '2 chunks'."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def _clock(seconds: float) -> str:
     minutes, secs = divmod(int(seconds), 60)
     return f"{minutes // 60:d}:{minutes % 60:02d}:{secs:02d}"
 
 
-def main() -> None:
-    """Entry point of ``python -m shared.cli.main``."""
-    app()
+def main(args: Sequence[str] | None = None) -> None:
+    """Entry point of ``lmgpa`` and ``python -m shared.cli.main``: every error ends as one or two lines with a
+    hint and a non-zero exit code; a traceback only with ``--debug`` (or LMGPA_DEBUG=1)."""
+    from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError  # typer vendors click
+
+    global SESSION
+    SESSION = Session()  # a fresh run (tests call main more than once in a process)
+    try:
+        code = app(args=args, prog_name="lmgpa", standalone_mode=False)
+    except NoArgsIsHelpError as error:
+        error.show()
+        code = error.exit_code
+    except UsageError as error:
+        command = error.ctx.command_path if error.ctx else "lmgpa"
+        typer.echo(f"error: {command}: {error.format_message().replace('Value error, ', '')}", err=True)
+        typer.echo(f"hint: `{command} --help` lists the options and their values", err=True)
+        code = error.exit_code
+    except ClickException as error:
+        typer.echo(f"error: {error.format_message()}", err=True)
+        code = error.exit_code
+    except typer.Abort:
+        typer.echo("error: aborted", err=True)
+        code = 1
+    except (Exception, KeyboardInterrupt) as error:
+        from shared.cli.errors import explain
+
+        if SESSION.debug or SESSION.command in LONG_RUNNING:  # a service's log keeps the whole story
+            import traceback
+
+            traceback.print_exception(error)
+        failure = explain(
+            error,
+            settings=SESSION.settings,
+            stack_home=SESSION.stack_home,
+            stack_variables=SESSION.stack_variables,
+            command=SESSION.command,
+        )
+        for line in failure.lines():
+            typer.echo(line, err=True)
+        code = failure.exit_code
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -81,19 +82,26 @@ async def record_rejection(
 
 
 async def list_rejections(
-    conn: Executor, *, event_id: uuid.UUID | None = None, key: str | None = None, limit: int = 50
+    conn: Executor,
+    *,
+    event_id: uuid.UUID | None = None,
+    key: str | None = None,
+    keys: Sequence[str] | None = None,
+    limit: int = 50,
 ) -> list[Rejection]:
-    """Recent rejections, newest first, optionally for one event or message key."""
+    """Recent rejections, newest first, optionally for one event, one message key or any of some keys."""
     records = await conn.fetch(
         """
         SELECT id, consumer, topic, kafka_partition, kafka_offset, message_key, event_id, error_code,
                error_message, received_at
           FROM rejected_messages
          WHERE ($1::uuid IS NULL OR event_id = $1) AND ($2::text IS NULL OR message_key = $2)
+           AND ($4::text[] IS NULL OR message_key = ANY($4::text[]))
          ORDER BY received_at DESC, id DESC LIMIT $3
         """,
         event_id,
         key,
         limit,
+        list(keys) if keys is not None else None,
     )
     return [Rejection(**dict(r)) for r in records]

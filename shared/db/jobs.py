@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -180,13 +181,19 @@ async def finish_stage(
 
 
 async def fail_job(conn: Executor, *, source_id: uuid.UUID, stage: str, code: str, reason: str) -> bool:
-    """Mark the job and the stage failed with the reason; False if the job was already finished."""
+    """Mark the job and the stage failed with the reason; False if the job was already finished.
+
+    A stage that failed was tried: one that failed before it could report its start (a refused input, a
+    broken event) counts that try, so no failed stage shows 0 attempts, and neither does its job."""
     await conn.execute(
         """
-        INSERT INTO ingest_stages (source_id, stage, status, started_at, finished_at, error_code, error_message)
-        SELECT $1, $2, 'failed', NOW(), NOW(), $3, $4 WHERE EXISTS (SELECT 1 FROM ingest_jobs WHERE source_id = $1)
+        INSERT INTO ingest_stages (source_id, stage, status, attempts, started_at, finished_at, error_code,
+                                   error_message)
+        SELECT $1, $2, 'failed', 1, NOW(), NOW(), $3, $4 WHERE EXISTS (SELECT 1 FROM ingest_jobs WHERE source_id = $1)
         ON CONFLICT (source_id, stage) DO UPDATE
-           SET status = 'failed', finished_at = NOW(), error_code = $3, error_message = $4
+           SET status = 'failed', finished_at = NOW(), error_code = $3, error_message = $4,
+               attempts = GREATEST(ingest_stages.attempts, 1),
+               started_at = COALESCE(ingest_stages.started_at, NOW())
          WHERE ingest_stages.status IN ('pending', 'processing')
         """,
         source_id,
@@ -197,7 +204,7 @@ async def fail_job(conn: Executor, *, source_id: uuid.UUID, stage: str, code: st
     result: str = await conn.execute(
         """
         UPDATE ingest_jobs SET status = 'failed', stage = $2, error_code = $3, error_message = $4,
-               updated_at = NOW(), finished_at = NOW()
+               updated_at = NOW(), finished_at = NOW(), attempts = GREATEST(attempts, 1)
          WHERE source_id = $1 AND status IN ('pending', 'processing')
         """,
         source_id,
@@ -349,20 +356,22 @@ async def list_jobs(
     source_id: uuid.UUID | None = None,
     user_id: uuid.UUID | None = None,
     status: str | None = None,
+    source_ids: Sequence[uuid.UUID] | None = None,
     limit: int = 50,
 ) -> list[JobRow]:
-    """The most recent jobs, newest first, with their stages."""
+    """The most recent jobs, newest first, with their stages (optionally only one source, or some)."""
     records = await conn.fetch(
         """
         SELECT * FROM ingest_jobs
          WHERE ($1::uuid IS NULL OR source_id = $1) AND ($2::uuid IS NULL OR user_id = $2)
-           AND ($3::varchar IS NULL OR status = $3)
+           AND ($3::varchar IS NULL OR status = $3) AND ($5::uuid[] IS NULL OR source_id = ANY($5::uuid[]))
          ORDER BY created_at DESC LIMIT $4
         """,
         source_id,
         user_id,
         status,
         limit,
+        list(source_ids) if source_ids is not None else None,
     )
     ids = [r["source_id"] for r in records]
     stage_records = await conn.fetch(

@@ -13,6 +13,12 @@ async def class_owner(pool: asyncpg.Pool, *, class_id: uuid.UUID) -> uuid.UUID |
     return owner
 
 
+async def user_exists(pool: asyncpg.Pool, *, user_id: uuid.UUID) -> bool:
+    """Whether there is a user with this id."""
+    found: bool = await pool.fetchval("SELECT EXISTS (SELECT 1 FROM users WHERE id = $1)", user_id)
+    return found
+
+
 async def ensure_user(pool: asyncpg.Pool, *, user_id: uuid.UUID, full_name: str | None = None) -> None:
     """Create a placeholder student (unusable password) if the id is new; used by the CLI's --create-owner."""
     await pool.execute(

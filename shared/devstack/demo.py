@@ -78,6 +78,28 @@ async def _ingest_all(settings: Settings) -> list[dict[str, object]]:
     return results
 
 
+def summary(results: list[dict[str, object]]) -> str:
+    """'ingested 8 sources for 2 students (1 audio, 5 notes, ...): 7 completed, 1 failed'."""
+    kinds = Counter(str(r.get("kind")) for r in results)
+    statuses = Counter(str(r.get("status")) for r in results)
+    return (
+        f"ingested {_count(len(results), 'source')} for {len(STUDENTS)} students ("
+        + ", ".join(_count(n, kind) for kind, n in sorted(kinds.items()))
+        + "): "
+        + ", ".join(f"{statuses[s]} {s.replace('_', ' ')}" for s in sorted(statuses, key=_status_order))
+    )
+
+
+def _status_order(status: str) -> tuple[int, str]:
+    return (0 if status == "completed" else 1, status)
+
+
+def _count(n: int, noun: str) -> str:
+    """'1 note', '5 notes'; 'audio' and 'photo' counted the same way ('2 audios' reads oddly: 'audio')."""
+    plural = noun if noun == "audio" or n == 1 else f"{noun}s"
+    return f"{n} {plural}"
+
+
 def run_demo() -> int:
     """Run the demo; returns a process exit code."""
     state = stack.up()
@@ -86,13 +108,10 @@ def run_demo() -> int:
     settings = Settings()
     results = asyncio.run(_ingest_all(settings))
     failed = [r for r in results if r["status"] != "completed"]
-    kinds = Counter(str(r.get("kind")) for r in results)
-    print(
-        f"\ningested {len(results)} sources for 2 students ("
-        + ", ".join(f"{n} {kind}" for kind, n in sorted(kinds.items()))
-        + f"): {len(results) - len(failed)} completed, {len(failed)} not\n"
-    )
-    report = asyncio.run(fetch_status(settings, source_id=None, user_id=None, limit=len(results)))
+    print(f"\n{summary(results)}\n")
+    # Exactly the demo's sources, whatever else the stack holds (a second run, other work).
+    ids = [uuid.UUID(str(r["source_id"])) for r in results]
+    report = asyncio.run(fetch_status(settings, source_id=None, user_id=None, source_ids=ids, limit=len(ids)))
     print(render_status(report))
     for student, question, content_type in QUESTIONS:
         user_id, class_id = _ids(student)

@@ -30,9 +30,24 @@ DEFAULT_WORKERS: tuple[str, ...] = tuple(
 """Every worker that has an app; the media workers (transcription, OCR, chunking) join with their issue."""
 
 
+def find_home(start: Path | None = None) -> Path | None:
+    """The stack's folder, found from any directory: $LMGPA_DEV_HOME; else the nearest `.lmgpa` folder in
+    ``start`` (default: the current directory) or above it; else the user's own `~/.lmgpa` if it exists.
+    None if there is none. The nearest folder wins even when its stack is stopped, so a command never reaches
+    past the project it runs in to some other stack."""
+    if os.environ.get("LMGPA_DEV_HOME"):
+        return Path(os.environ["LMGPA_DEV_HOME"]).resolve()
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / DEFAULT_HOME).is_dir():
+            return folder / DEFAULT_HOME
+    user_home = Path.home() / DEFAULT_HOME
+    return user_home.resolve() if user_home.is_dir() else None
+
+
 def default_home() -> Path:
-    """Where the stack keeps its state: $LMGPA_DEV_HOME or ./.lmgpa."""
-    return Path(os.environ.get("LMGPA_DEV_HOME", DEFAULT_HOME)).resolve()
+    """Where the stack keeps its state: the one `find_home` finds, else ./.lmgpa (where `dev up` starts one)."""
+    return find_home() or DEFAULT_HOME.resolve()
 
 
 @dataclass

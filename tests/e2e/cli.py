@@ -29,3 +29,21 @@ def lmgpa(
             f"lmgpa {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}"
         )
     return result
+
+
+def lmgpa_in(
+    cwd: Path, *args: str, user_home: Path, env: dict[str, str] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """Run the installed `lmgpa` command from ``cwd`` as a user in a shell there would: no LMGPA_ variable at
+    all (not even LMGPA_DEV_HOME: the stack is found from ``cwd``) unless ``env`` gives some, HOME set to
+    ``user_home``. The exit code is the caller's to check."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("LMGPA_")}
+    clean |= {"HOME": str(user_home), "HF_HUB_OFFLINE": "1", **(env or {})}
+    return subprocess.run(
+        [str(Path(sys.executable).with_name("lmgpa")), *args],
+        cwd=cwd,
+        env=clean,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

@@ -3,8 +3,10 @@ separate process; afterwards the local Qdrant folder is opened directly to check
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -17,7 +19,8 @@ import httpx
 import pytest
 
 from shared.vectors.records import point_id
-from tests.e2e.cli import lmgpa
+from tests.e2e.cli import lmgpa, lmgpa_in
+from tests.media.documents import docx
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -27,7 +30,8 @@ FIXTURES = REPO / "tests" / "fixtures"
 
 @pytest.fixture(scope="module")
 def stack_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    home = tmp_path_factory.mktemp("stack")
+    # Named as `lmgpa dev up` names it, so that a command run in a folder below its parent finds it.
+    home = tmp_path_factory.mktemp("course") / ".lmgpa"
     up = lmgpa(home, "dev", "up")
     assert "worker upload-0" in up.stdout and "worker indexing-0" in up.stdout
     try:
@@ -51,6 +55,153 @@ def wait_for_count(look: Any, count: int, timeout: float = 120) -> list[dict[str
         found = look()
     assert len(found) == count, found
     return found
+
+
+def error_lines(result: subprocess.CompletedProcess[str]) -> list[str]:
+    """The one or two lines a failed command printed, checked for their shape."""
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode != 0, result
+    assert 1 <= len(lines) <= 2 and lines[0].startswith("error: "), result.stderr
+    assert "Traceback" not in result.stderr and result.stdout == "", result
+    return lines
+
+
+def test_the_cli_finds_the_stack_from_a_folder_outside_the_repository(
+    stack_home: Path, tmp_path: Path
+) -> None:
+    # Two levels below the folder holding .lmgpa, outside the repository, with no LMGPA_ variable and a HOME
+    # of its own: only walking up from the current directory finds the stack.
+    folder = stack_home.parent / "week-3" / "notes"
+    folder.mkdir(parents=True)
+    assert REPO not in (folder, *folder.parents) and not (folder / ".lmgpa").exists()
+    user_home = tmp_path / "home"
+    user_home.mkdir()
+    text = "# Glycolysis\n\nIn the cytosol, glucose is split into two pyruvates:\tnet 2 ATP and 2 NADH. Étape 1 🧪\n"
+    (folder / "glycolysis.md").write_bytes(text.encode("utf-16"))  # a BOM and UTF-16: decoded, not refused
+    user, klass = uuid.uuid4(), uuid.uuid4()
+
+    ingested = lmgpa_in(
+        folder,
+        "ingest",
+        "glycolysis.md",
+        "--user",
+        str(user),
+        "--class",
+        str(klass),
+        "--create-owner",
+        "--wait",
+        "--timeout",
+        "180",
+        "--json",
+        user_home=user_home,
+    )
+
+    assert ingested.returncode == 0, ingested.stderr
+    result = json.loads(ingested.stdout)
+    assert result["status"] == "completed" and result["chunk_count"] >= 1
+    shown = lmgpa_in(folder, "status", result["source_id"], "--json", user_home=user_home)
+    assert shown.returncode == 0, shown.stderr
+    [source] = json.loads(shown.stdout)["sources"]
+    assert source["status"] == "completed"
+    assert all(
+        "T" in stamp and stamp.endswith("+00:00")
+        for stamp in [source["updated_at"], *(st["finished_at"] for st in source["stages"])]
+    )
+    exported = lmgpa_in(folder, "dev", "env", user_home=user_home)
+    assert exported.returncode == 0 and f"{stack_home / 'storage'}" in exported.stdout
+    dsn = json.loads(
+        dict(line.removeprefix("export ").split("=", 1) for line in exported.stdout.splitlines())[
+            "LMGPA_DATABASE_URL"
+        ]
+    )
+    import asyncpg
+
+    async def stored() -> str:
+        conn = await asyncpg.connect(dsn)
+        try:
+            content: str = await conn.fetchval(
+                "SELECT content FROM notes WHERE id = $1", uuid.UUID(result["source_id"])
+            )
+            return content
+        finally:
+            await conn.close()
+
+    assert asyncio.run(stored()) == text
+
+    # Where no stack is above, nothing falls back to default ports: the command refuses and says how to start one.
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    lines = error_lines(lmgpa_in(elsewhere, "status", user_home=user_home))
+    assert lines[0].startswith("error: no stack running") and "lmgpa dev up" in lines[1]
+
+
+def test_bad_input_is_one_or_two_lines_with_a_hint_and_a_nonzero_exit(
+    stack_home: Path, tmp_path: Path
+) -> None:
+    owner, klass, stranger = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    lmgpa(
+        stack_home,
+        "ingest",
+        "--note",
+        "A first note.",
+        "--user",
+        str(owner),
+        "--class",
+        str(klass),
+        "--create-owner",
+    )
+    note = tmp_path / "notes.md"
+    note.write_text("# Notes\n\nThe mitochondrion is the site of oxidative phosphorylation.\n")
+    essay = tmp_path / "essay.docx"
+    essay.write_bytes(docx())
+    whose = ["--user", str(owner), "--class", str(klass)]
+
+    def fails(*args: str) -> subprocess.CompletedProcess[str]:
+        return lmgpa(stack_home, *args, check=False)
+
+    cases: list[tuple[subprocess.CompletedProcess[str], int, tuple[str, ...]]] = [
+        (fails("status", str(stranger)), 1, (f"source {stranger} not found", "lmgpa status")),
+        (
+            fails("ingest", "--note", "hello", "--user", str(stranger), "--class", str(klass)),
+            1,
+            (f"unknown user {stranger}", "--create-owner"),
+        ),
+        (
+            fails("ingest", "--note", "hello", "--user", str(owner), "--class", str(stranger)),
+            1,
+            (f"unknown class {stranger}", "--create-owner"),
+        ),
+        (
+            fails("ingest", str(note), "--kind", "video", *whose),
+            2,
+            ("'video' is not one of 'audio', 'photo', 'textbook', 'note'", "lmgpa ingest --help"),
+        ),
+        (fails("ingest", str(essay), "--kind", "note", *whose), 1, ("not_text", "ZIP archive")),
+        (fails("ingest", str(essay), *whose), 2, ("cannot tell the kind", "--kind")),
+    ]
+    # A server that is not there: named, with its address.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    cases.append(
+        (
+            lmgpa_in(
+                tmp_path,
+                "status",
+                user_home=tmp_path,
+                env={"LMGPA_DATABASE_URL": f"postgresql://postgres@127.0.0.1:{port}/lmgpa"},
+            ),
+            1,
+            (f"PostgreSQL is not reachable at 127.0.0.1:{port} (connection refused)", "LMGPA_DATABASE_URL"),
+        )
+    )
+    for result, code, expected in cases:
+        error_lines(result)
+        assert result.returncode == code, result
+        assert all(text in result.stderr for text in expected), result.stderr
+    # --debug (or LMGPA_DEBUG=1) shows the traceback.
+    debug = lmgpa(stack_home, "--debug", "status", str(stranger), check=False)
+    assert debug.returncode == 1 and "Traceback (most recent call last)" in debug.stderr
 
 
 def test_ingest_status_search_and_replay_through_separate_processes(stack_home: Path, tmp_path: Path) -> None:
@@ -143,7 +294,7 @@ def test_ingest_status_search_and_replay_through_separate_processes(stack_home: 
     )
     assert nothing == []
 
-    # A refused upload is reported with its reason.
+    # An upload the upload worker would refuse for its owner is refused before it is sent, with what to do.
     refused = lmgpa(
         stack_home,
         "ingest",
@@ -157,8 +308,8 @@ def test_ingest_status_search_and_replay_through_separate_processes(stack_home: 
         "--json",
         check=False,
     )
-    assert refused.returncode == 1
-    assert json.loads(refused.stdout)["error_code"] in ("class_not_owned", "unknown_class")
+    assert refused.returncode == 1 and refused.stdout == ""
+    assert f"unknown user {stranger}" in refused.stderr and "--create-owner" in refused.stderr
 
     # Replaying the fixtures through the CLI, twice, leaves the same sources and vectors.
     seed = json.loads((FIXTURES / "owners.json").read_text())

@@ -11,8 +11,10 @@ from shared.chunking import HfTokenCounter
 from shared.embedder import SentenceEmbedder
 from shared.events import topics
 from shared.events.models import SourceUploaded
+from shared.text import decode_note
 from shared.vectors.records import chroma_collection_name, point_id
 from tests.harness import Harness
+from tests.media.documents import docx, png
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -240,3 +242,23 @@ async def test_refused_uploads_are_stored_with_a_reason_and_the_workers_go_on(pi
     good = note_event(user_id, class_id, "Integration by parts undoes the product rule.")
     await pipeline.publish(good)
     assert (await pipeline.wait_job(good.source_id)).status == "completed"
+
+
+async def test_a_note_that_is_not_text_fails_as_not_text_and_the_workers_go_on(pipeline: Harness) -> None:
+    user_id, class_id = await pipeline.new_owner()
+
+    # What a backend publishes when it reads a Word file as if it were a note, and a PNG the same way.
+    for binary, looks_like in ((docx(), "ZIP archive"), (png(), "PNG image")):
+        event = note_event(user_id, class_id, decode_note(binary))
+        await pipeline.publish(event)
+        rejected = await pipeline.wait_rejection(event_id=event.event_id)
+        assert rejected.error_code == "not_text"
+        assert "not text" in rejected.error_message and looks_like in rejected.error_message
+        assert rejected.message_key == str(event.source_id)  # `lmgpa status <source>` shows it
+        assert await pipeline.pool.fetchval("SELECT count(*) FROM notes WHERE id = $1", event.source_id) == 0
+
+    # A UTF-16 note file, decoded as the CLI does, is text; and the workers went on.
+    good = note_event(user_id, class_id, decode_note(long_note(2).encode("utf-16")))
+    await pipeline.publish(good)
+    job = await pipeline.wait_job(good.source_id)
+    assert job.status == "completed" and job.chunk_count

@@ -22,6 +22,8 @@ from shared.events.models import (
 from shared.events.parts import MAX_PART_CHARS
 from shared.ports import SourceRow
 from shared.storage import StoredFile
+from shared.text import decode_note
+from tests.media.documents import docx, png, random_bytes
 
 USER = uuid.UUID("7c1e4a52-0b7d-4f0e-9d8c-2a6f3b9e1d44")
 OTHER_USER = uuid.UUID("e2b0c9a1-6d3f-4c8b-8a71-5f0d9e3c2b17")
@@ -238,6 +240,11 @@ def refusal_cases() -> list[Any]:
         ),
         pytest.param(note_upload(text="  \n\t \n  "), {}, "empty_text", id="whitespace_note"),
         pytest.param(note_upload(text=""), {}, "empty_text", id="empty_note"),
+        # What a backend sends when it reads a Word file or a photo as if it were a note.
+        pytest.param(note_upload(text=decode_note(docx())), {}, "not_text", id="docx_as_note"),
+        pytest.param(note_upload(text=decode_note(png())), {}, "not_text", id="png_as_note"),
+        pytest.param(note_upload(text=decode_note(random_bytes(3000))), {}, "not_text", id="random_bytes"),
+        pytest.param(note_upload(text="Lecture 3\x00\x00\x00" + NOTE_TEXT), {}, "not_text", id="nul_bytes"),
     ]
 
 
@@ -251,6 +258,35 @@ async def test_refused_uploads(event: SourceUploaded, rows: dict[Any, SourceRow]
     assert refused.value.code == code
     assert refused.value.reason
     assert directory.accepted == []
+
+
+async def test_a_binary_note_is_refused_with_a_reason_that_says_what_it_looks_like() -> None:
+    directory = FakeDirectory()
+
+    with pytest.raises(PermanentError) as refused:
+        await accept_upload(
+            note_upload(text=decode_note(docx())), directory=directory, storage=FakeStorage(), limits=LIMITS
+        )
+
+    assert refused.value.code == "not_text"
+    assert "not text" in refused.value.reason and "ZIP archive" in refused.value.reason
+    assert directory.accepted == []
+
+
+async def test_real_text_with_accents_emoji_tabs_and_newlines_is_accepted_as_it_is() -> None:
+    text = (
+        "Le cycle de Krebs 🧬\n\tétape 1 — citrate → isocitrate\r\nΔG ≈ \u22122870 kJ/mol; 日本語のメモ\n"
+        * 20
+    )
+    directory = FakeDirectory()
+
+    out = await accept_upload(
+        note_upload(text=text), directory=directory, storage=FakeStorage(), limits=LIMITS
+    )
+
+    [extracted] = out
+    assert isinstance(extracted, TextExtracted)
+    assert "".join(s.text for s in extracted.segments) == text == directory.accepted[0]["text"]
 
 
 async def test_note_over_the_limit_is_too_large_and_at_the_limit_is_accepted() -> None:
