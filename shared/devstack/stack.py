@@ -14,9 +14,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
-from shared.broker import create_topics
-from shared.db.migrate import apply_migrations
 from shared.devstack import servers
 from shared.devstack.servers import ServerProcess
 from shared.events.topics import SERVICES
@@ -28,6 +27,8 @@ DEFAULT_WORKERS: tuple[str, ...] = tuple(
     s for s in SERVICES if (Path(__file__).resolve().parents[2] / "services" / s / "app.py").exists()
 )
 """Every worker that has an app; the media workers (transcription, OCR, chunking) join with their issue."""
+SEARCH_API = "search"
+"""The search API: a process of the stack like a worker, one replica, on the port LMGPA_SEARCH_URL names."""
 
 
 def find_home(start: Path | None = None) -> Path | None:
@@ -126,16 +127,20 @@ def stack_env(
 
 
 def start_worker(state: StackState, service: str, replica: int = 0) -> WorkerProcess:
-    """Start one worker replica as its own process with the stack's settings."""
+    """Start one worker replica (or the search API) as its own process with the stack's settings."""
     home = Path(state.home)
     log_path = home / "logs" / f"{service}-{replica}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, **state.env, "LMGPA_LOG_FORMAT": "json", "PYTHONUNBUFFERED": "1"}
     env.pop("LMGPA_HTTP_PORT", None)
     env.pop("LMGPA_QDRANT_PATH", None)  # the stack's Qdrant is its server, whatever the caller's shell says
+    command = ["worker", service]
+    if service == SEARCH_API:
+        command = ["search-api"]
+        env["LMGPA_HTTP_PORT"] = str(urlparse(state.env["LMGPA_SEARCH_URL"]).port)
     with log_path.open("ab") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "shared.cli.main", "worker", service],
+            [sys.executable, "-m", "shared.cli.main", *command],
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -166,6 +171,7 @@ def up(
     services: tuple[str, ...] = DEFAULT_WORKERS,
     partitions: int = 6,
     replicas: int = 1,
+    search_api: bool = True,
 ) -> StackState:
     """Start (or find running) the whole stack with `replicas` processes of each worker; idempotent.
 
@@ -195,13 +201,18 @@ def up(
             broker=_server_dict(broker),
             chroma=_server_dict(chroma),
             qdrant=_server_dict(qdrant),
-            env=stack_env(home, postgres, broker, chroma, qdrant),
+            env={
+                **stack_env(home, postgres, broker, chroma, qdrant),
+                "LMGPA_SEARCH_URL": f"http://127.0.0.1:{servers.free_port()}",
+            },
         )
         (home / "storage").mkdir(exist_ok=True)
         state.save()
     asyncio.run(_prepare(state, partitions=partitions))
     running = {(w.service, w.replica) for w in state.workers}
     wanted = [(s, r) for s in services for r in range(replicas)]
+    if search_api and "LMGPA_SEARCH_URL" in state.env:
+        wanted.append((SEARCH_API, 0))
     started = [start_worker(state, s, r) for s, r in wanted if (s, r) not in running]
     state.workers.extend(started)
     state.save()
@@ -211,6 +222,10 @@ def up(
 
 
 async def _prepare(state: StackState, *, partitions: int) -> None:
+    # Imported here: the broker's client stack costs about a second, and most CLI commands never need it.
+    from shared.broker import create_topics
+    from shared.db.migrate import apply_migrations
+
     await apply_migrations(state.env["LMGPA_DATABASE_URL"])
     await create_topics(state.env["LMGPA_KAFKA_BOOTSTRAP_SERVERS"], partitions=partitions)
 

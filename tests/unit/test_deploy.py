@@ -192,7 +192,7 @@ def run_entrypoint(script: Path, args: list[str], service: str) -> str:
 # ------------------------------------------------------------------------------------------------ compose
 def test_compose_has_the_whole_topology(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    missing = {*SERVERS, *ONESHOTS, *SERVICES} - set(services)
+    missing = {*SERVERS, *ONESHOTS, *SERVICES, "search"} - set(services)
     assert not missing, f"docker-compose.yml lacks services {sorted(missing)}"
     assert not any("zookeeper" in name for name in services), "KRaft mode: no ZooKeeper service"
 
@@ -444,8 +444,8 @@ def test_dockerfile_installs_only_the_service_extra(dockerfile: str) -> None:
     assert len(re.findall(r"^FROM\s", dockerfile, re.M)) >= 2, "multi-stage build expected"
     assert "python:3.11-slim" in dockerfile
     validated = re.search(r"^\s*((?:[a-z]+\|)+[a-z]+)\)\s*;;", dockerfile, re.M)
-    assert validated and set(validated.group(1).split("|")) == set(SERVICES), (
-        "the Dockerfile's SERVICE check must list exactly shared.events.topics.SERVICES"
+    assert validated and set(validated.group(1).split("|")) == {*SERVICES, "search"}, (
+        "the Dockerfile's SERVICE check must list exactly shared.events.topics.SERVICES and the search API"
     )
 
 
@@ -524,8 +524,25 @@ def _containers(doc: dict[str, Any]) -> list[dict[str, Any]]:
     return containers
 
 
+def test_k8s_search_api_deployment_and_service() -> None:
+    documents = [doc for _, doc in k8s_documents()]
+    (deployment,) = [
+        d for d in documents if d["kind"] == "Deployment" and d["metadata"]["name"] == "lmgpa-search"
+    ]
+    (container,) = _containers(deployment)
+    assert container["args"] == ["search-api"] and "/search:" in container["image"]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/ready"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/health"
+    (service,) = [d for d in documents if d["kind"] == "Service" and d["metadata"]["name"] == "lmgpa-search"]
+    assert service["spec"]["selector"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+
+
 def test_k8s_one_deployment_per_worker_running_that_worker() -> None:
-    deployments = [doc for _, doc in k8s_documents() if doc["kind"] == "Deployment"]
+    deployments = [
+        doc
+        for _, doc in k8s_documents()
+        if doc["kind"] == "Deployment" and doc["metadata"]["name"] != "lmgpa-search"
+    ]
     ran: list[str] = []
     for doc in deployments:
         name = doc["metadata"]["name"]
@@ -596,7 +613,8 @@ def test_k8s_jobs_and_autoscaler() -> None:
     for doc in (doc for doc in documents if doc["kind"] == "HorizontalPodAutoscaler"):
         target = doc["spec"]["scaleTargetRef"]
         assert target["kind"] == "Deployment" and target["name"] in deployments, target
-        assert doc["spec"]["maxReplicas"] <= partitions, "replicas beyond the partition count sit idle"
+        if target["name"] != "lmgpa-search":  # the search API is stateless: no consumer group to bound it
+            assert doc["spec"]["maxReplicas"] <= partitions, "replicas beyond the partition count sit idle"
         assert "replicas" not in deployments[target["name"]]["spec"], (
             "an autoscaled Deployment sets no replicas"
         )

@@ -1,0 +1,84 @@
+"""Search API: FastAPI wiring only. The model loads once per process; every query reads Qdrant."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, HTTPException, Response
+
+from services.search.adapters import BatchingQueryEmbedder
+from services.search.handlers import SearchRequest, SearchResponse, search_chunks
+from shared.embedder import SentenceEmbedder
+from shared.errors import TransientError
+from shared.logging import configure_logging, get_logger
+from shared.settings import get_settings
+from shared.vectors.qdrant import QdrantStore, make_qdrant_client
+
+SERVICE = "search"
+settings = get_settings()
+configure_logging(service=SERVICE, fmt=settings.log_format, level=settings.log_level)
+log = get_logger(SERVICE)
+
+
+class State:
+    """Opened once in the lifespan."""
+
+    embed: BatchingQueryEmbedder
+    store: QdrantStore
+    ready = False
+
+
+state = State()
+
+
+@asynccontextmanager
+async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    """Load the model, open Qdrant and warm both up before the first request."""
+    client = make_qdrant_client(settings)
+    state.store = QdrantStore.from_settings(client, settings)
+    await state.store.ensure_collection()  # a search before the first upload finds nothing, not an error
+    state.embed = BatchingQueryEmbedder(SentenceEmbedder.from_settings(settings))
+    state.embed.start()
+    await state.embed("warm up")
+    state.ready = True
+    log.info("worker_started", qdrant=settings.qdrant_url, collection=settings.qdrant_collection)
+    try:
+        yield
+    finally:
+        state.ready = False
+        await state.embed.close()
+        await client.close()
+        log.info("worker_stopped")
+
+
+app = FastAPI(
+    title="lmgpa search",
+    version="1",
+    summary="Semantic search of one student's indexed content (Qdrant), for the platform's RAG.",
+    lifespan=lifespan,
+)
+
+
+@app.post("/v1/search", response_model=SearchResponse)
+async def search(request: SearchRequest) -> SearchResponse:
+    """The student's best chunks for a query: only ever their own content, best first."""
+    try:
+        return await search_chunks(request, embed=state.embed, store=state.store, clock=time.perf_counter)
+    except TransientError as error:
+        raise HTTPException(status_code=503, detail=f"{error.code}: {error.reason}") from error
+
+
+@app.get("/health")
+async def health() -> dict[str, str]:
+    """Liveness: the process answers."""
+    return {"status": "ok"}
+
+
+@app.get("/ready")
+async def ready(response: Response) -> dict[str, bool]:
+    """Readiness: the model is loaded and Qdrant answered."""
+    if not state.ready:
+        response.status_code = 503
+    return {"ready": state.ready}
