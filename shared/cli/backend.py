@@ -18,7 +18,7 @@ from faststream.kafka import KafkaBroker
 
 from shared.broker import make_broker, publish
 from shared.cli.errors import CliError
-from shared.db import inbox, jobs, owners
+from shared.db import inbox, jobs, outbox, owners
 from shared.db.pool import create_pool
 from shared.events.models import (
     CONTENT_TYPE_OF_KIND,
@@ -84,6 +84,11 @@ async def ingest_source(
             text=text,
             size_bytes=path.stat().st_size if path else None,
         )
+        # As a backend should: the upload is kept in the outbox before it is published, so a broker that loses
+        # it before the upload worker takes it does not lose the student's work (the reconciler re-drives it).
+        kept = outbox.entry_for(event)
+        assert kept is not None
+        await outbox.record(pool, [kept])
         broker = make_broker(settings, service="cli")
         async with broker:
             await publish(broker, event)
@@ -221,6 +226,8 @@ def _job_dict(job: jobs.JobRow, *, stall_seconds: float = 300.0) -> dict[str, An
         "error_code": job.error_code,
         "error_message": job.error_message,
         "updated_at": _iso(job.updated_at),
+        "redrives": job.redrives,
+        "last_redrive_at": _iso(job.last_redrive_at),
         "stages": [
             {
                 "stage": s.stage,
@@ -290,6 +297,8 @@ def render_status(report: dict[str, Any]) -> str:
         lines.append(
             f"{s['source_id']:<36}  {s['kind']:<8} {s.get('state', s['status']):<10} {s['stage']:<13} {chunks:>6}  {tail[:240]}"
         )
+        if s.get("redrives"):
+            lines.append(f"{'':<38}  re-driven {s['redrives']}x, last at {s['last_redrive_at']}")
         for st in s["stages"]:
             progress = (
                 f"{st['units_done']}/{st['units_total'] if st['units_total'] is not None else '?'} {st['unit']}"
@@ -409,3 +418,20 @@ async def replay_dead_letters(settings: Settings, letters: list[DeadLetter]) -> 
                 headers={"replayed_from": str(letter.dead_letter_id)},
             )
     return len(letters)
+
+
+async def run_redrive(settings: Settings, *, source_id: uuid.UUID | None) -> Any:
+    """One reconciler pass from the CLI: forced for one source, or the normal rules for every source."""
+    from services.reconciler.adapters import BrokerLink
+    from services.reconciler.app import one_pass
+
+    pool = await create_pool(settings.database_dsn(), max_size=2)
+    broker = make_broker(settings, service="cli")
+    try:
+        async with broker:
+            link = BrokerLink(
+                broker, bootstrap=settings.kafka_bootstrap_servers, partitions=settings.topic_partitions
+            )
+            return await one_pass(settings, pool, link, source_id=source_id, force=source_id is not None)
+    finally:
+        await pool.close()

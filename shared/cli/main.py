@@ -154,6 +154,49 @@ def search_api() -> None:
     uvicorn.run("services.search.app:app", host=cfg.http_host, port=port, log_level="warning")
 
 
+@app.command("reconciler")
+def reconciler() -> None:
+    """Run the reconciler in the foreground: it publishes again the stage inputs a broker lost or that stalled
+    (from PostgreSQL's outbox), and fails as `stalled` a source past LMGPA_MAX_REDRIVES. Any number may run."""
+    from services.reconciler.app import run
+
+    asyncio.run(run(settings("database_url", "kafka_bootstrap_servers")))
+
+
+@app.command()
+def redrive(
+    source: Annotated[
+        uuid.UUID | None, typer.Argument(help="Publish this source's pending stage input again now.")
+    ] = None,
+    stalled: Annotated[
+        bool, typer.Option("--stalled", help="Run a reconciler pass now: every lost or stalled source.")
+    ] = False,
+) -> None:
+    """Re-drive unfinished work from PostgreSQL (what `lmgpa reprocess` refuses for a busy source)."""
+    if (source is None) == (not stalled):
+        raise typer.BadParameter("name a SOURCE, or pass --stalled")
+    from shared.cli.backend import run_redrive
+
+    report = asyncio.run(run_redrive(settings("database_url", "kafka_bootstrap_servers"), source_id=source))
+    if report.skipped:
+        typer.echo("another reconciler is in a pass right now: try again in a moment", err=True)
+        raise typer.Exit(1)
+    if source is not None and not report.redriven:
+        typer.echo(f"source {source}: nothing pending to re-drive (finished, or every input already applied)")
+        return
+    for item in report.redriven:
+        typer.echo(
+            f"re-drove {item.event.topic} for source {item.event.source_id} "
+            f"({item.stage or item.event.consumer}; re-drive {item.redrives + 1})"
+        )
+    for item in report.given_up:
+        typer.echo(f"gave up on source {item.event.source_id}: stalled in {item.stage}")
+    if report.broker_lost:
+        typer.echo("the broker had lost its log: every pending input was published again")
+    if not report.redriven and not report.given_up:
+        typer.echo("nothing lost or stalled")
+
+
 @app.command()
 def migrate() -> None:
     """Apply the SQL migrations under schemas/migrations (idempotent)."""

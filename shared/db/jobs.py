@@ -47,6 +47,9 @@ class JobRow:
     correlation_id: uuid.UUID | None
     created_at: datetime
     updated_at: datetime
+    redrives: int = 0
+    """How often the reconciler published this source's pending input again."""
+    last_redrive_at: datetime | None = None
     stages: tuple[StageRow, ...] = ()
 
 

@@ -27,6 +27,8 @@ DEFAULT_WORKERS: tuple[str, ...] = tuple(
     s for s in SERVICES if (Path(__file__).resolve().parents[2] / "services" / s / "app.py").exists()
 )
 """Every worker that has an app; the media workers (transcription, OCR, chunking) join with their issue."""
+RECONCILER = "reconciler"
+"""Re-drives from PostgreSQL what the in-memory broker lost at a restart (or what stalled): one process."""
 SEARCH_API = "search"
 """The search API: a process of the stack like a worker, one replica, on the port LMGPA_SEARCH_URL names."""
 
@@ -135,6 +137,8 @@ def start_worker(state: StackState, service: str, replica: int = 0) -> WorkerPro
     env.pop("LMGPA_HTTP_PORT", None)
     env.pop("LMGPA_QDRANT_PATH", None)  # the stack's Qdrant is its server, whatever the caller's shell says
     command = ["worker", service]
+    if service == RECONCILER:
+        command = ["reconciler"]
     if service == SEARCH_API:
         command = ["search-api"]
         env["LMGPA_HTTP_PORT"] = str(urlparse(state.env["LMGPA_SEARCH_URL"]).port)
@@ -172,6 +176,7 @@ def up(
     partitions: int = 6,
     replicas: int = 1,
     search_api: bool = True,
+    reconciler: bool = True,
 ) -> StackState:
     """Start (or find running) the whole stack with `replicas` processes of each worker; idempotent.
 
@@ -213,6 +218,8 @@ def up(
     wanted = [(s, r) for s in services for r in range(replicas)]
     if search_api and "LMGPA_SEARCH_URL" in state.env:
         wanted.append((SEARCH_API, 0))
+    if reconciler:
+        wanted.append((RECONCILER, 0))
     started = [start_worker(state, s, r) for s, r in wanted if (s, r) not in running]
     state.workers.extend(started)
     state.save()

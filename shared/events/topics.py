@@ -53,6 +53,15 @@ SERVICE_INPUTS: Final[dict[str, tuple[str, ...]]] = {
 
 SERVICES: Final[tuple[str, ...]] = tuple(SERVICE_INPUTS)
 
+REDRIVABLE: Final[dict[str, str]] = {
+    topic: service
+    for service, inputs in SERVICE_INPUTS.items()
+    for topic in inputs
+    if topic != SOURCE_DELETED
+}
+"""A source's stage inputs, by topic, and the worker that consumes each: kept in PostgreSQL (event_outbox) until
+applied, so the reconciler can publish again what a broker lost. Deletes have their own ledger (deletions)."""
+
 PRODUCERS: Final[dict[str, tuple[str, ...]]] = {
     SOURCE_UPLOADED: ("backend",),
     AUDIO_UPLOADED: ("upload",),
