@@ -55,6 +55,14 @@ class Settings(BaseSettings):
         default=None,
         description="The search API's base URL: `lmgpa search` asks it (the model stays loaded there).",
     )
+    search_mode: Literal["hybrid", "dense", "sparse"] = Field(
+        default="sparse",
+        description=(
+            "How a search that has the query's text ranks in Qdrant: sparse (BM25 over the words, computed by the "
+            "server), dense (the embedding only) or hybrid (both, fused by RRF). sparse measured best on known-item "
+            "and rare-word queries (make bench-retrieval)."
+        ),
+    )
     storage_root: Path = Field(
         default=Path("var/storage"), description="Root folder of the local object storage (file:// URLs)."
     )

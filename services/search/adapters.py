@@ -1,12 +1,17 @@
-"""Search's side effects: the query-embedding model (loaded once, queries batched) and the Qdrant store."""
+"""Search's side effects: the query-embedding model (loaded once, queries batched), the sharing tables."""
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import uuid
 from dataclasses import dataclass
 
+import asyncpg
+
+from shared.db import sharing
 from shared.embedder import SentenceEmbedder
+from shared.vectors.records import SharedSource
 
 MAX_BATCH = 32
 
@@ -65,3 +70,14 @@ class BatchingQueryEmbedder:
             for pending, vector in zip(batch, vectors, strict=True):
                 if not pending.done.done():
                     pending.done.set_result(vector.tolist())
+
+
+class PostgresShares:
+    """The sources shared with a student, read from PostgreSQL at every search that asks for them."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    async def __call__(self, user_id: uuid.UUID) -> list[SharedSource]:
+        """shared.db.sharing.sources_shared_with."""
+        return await sharing.sources_shared_with(self.pool, user_id=user_id)

@@ -5,7 +5,8 @@ worker writes) are upserted in the worker's batches and then searched the way a 
 class + visible filter, 5 results), into:
 - the Qdrant server over REST (the stack's default) and over gRPC (`LMGPA_QDRANT_PREFER_GRPC`), each on a fresh
   collection with the stack's payload indexes;
-- qdrant-client's local mode on a folder (what `LMGPA_QDRANT_PATH` gives: brute force, no payload index).
+- qdrant-client's local mode on a folder (what `LMGPA_QDRANT_PATH` gives: brute force, no payload index, and no
+  BM25 vector: only a server computes it, so local mode stores the embedding alone).
 It prints the upsert time, points/s and search latency p50/p99 of each, the ratios to the server over REST,
 and whether each search returned the same top-5 as an exact numpy ranking (recall@5). Writes JSON with --json.
 Asserts nothing: timings depend on the machine and its load.
@@ -68,11 +69,16 @@ def corpus(points: int, seed: int = 7) -> tuple[list[VectorRecord], np.ndarray[A
 
 
 async def measure(
-    client: AsyncQdrantClient, records: list[VectorRecord], vectors: np.ndarray[Any, Any], queries: int
+    client: AsyncQdrantClient,
+    records: list[VectorRecord],
+    vectors: np.ndarray[Any, Any],
+    queries: int,
+    *,
+    bm25: bool = True,
 ) -> dict[str, Any]:
-    """Upsert every record, then run filtered searches; times and recall against an exact ranking."""
+    """Upsert every record, then run filtered searches by vector; times and recall against an exact ranking."""
     point_of = {r.document_id: r.point_id for r in records}
-    store = QdrantStore(client, collection=f"bench_{uuid.uuid4().hex[:8]}", dimensions=DIMENSIONS)
+    store = QdrantStore(client, collection=f"bench_{uuid.uuid4().hex[:8]}", dimensions=DIMENSIONS, bm25=bm25)
     await store.ensure_collection()
     started = time.perf_counter()
     await store.upsert(records)
@@ -129,7 +135,7 @@ async def run(points: int, queries: int, home: Path) -> dict[str, Any]:
         warnings.simplefilter("ignore")  # local mode warns that payload indexes do nothing there
         client = AsyncQdrantClient(path=str(home / "local"))
         try:
-            results["local mode"] = await measure(client, records, vectors, queries)
+            results["local mode"] = await measure(client, records, vectors, queries, bm25=False)
         finally:
             await client.close()
     return results

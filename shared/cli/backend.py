@@ -327,15 +327,36 @@ async def search_chunks(
     content_type: str | None,
     limit: int,
     store: str,
+    mode: str | None = None,
+    include_shared: bool = False,
 ) -> list[dict[str, Any]]:
-    """Embed the query with the pipeline's model and search one store, always filtered to the user."""
+    """Embed the query with the pipeline's model and search one store, always filtered to the user (and, with
+    include_shared, the sources classmates share with them now: Qdrant only)."""
     from shared.embedder import SentenceEmbedder
+    from shared.vectors.records import SEARCH_MODES, SearchMode, SharedSource
 
-    vector = await SentenceEmbedder.from_settings(settings).embed_query(query)
+    if mode is not None and mode not in SEARCH_MODES:
+        raise CliError(
+            f"unknown search mode {mode!r}", f"pass --mode {' | '.join(SEARCH_MODES)}", exit_code=2
+        )
+    if store == "chroma" and (include_shared or mode not in (None, "dense")):
+        raise CliError(
+            "Chroma is searched by the embedding alone, in the student's own collections",
+            "search Qdrant (--store qdrant) for --mode or --shared",
+            exit_code=2,
+        )
+    chosen: SearchMode = mode or settings.search_mode
+    vector = (
+        None
+        if store == "qdrant" and chosen == "sparse"
+        else await SentenceEmbedder.from_settings(settings).embed_query(query)
+    )
     content_types = [content_type] if content_type else list(CONTENT_TYPE_OF_KIND.values())
+    shared: list[SharedSource] = []
     if store == "chroma":
         from shared.vectors.chroma import ChromaStore, make_chroma_client
 
+        assert vector is not None
         chroma = ChromaStore(await make_chroma_client(settings))
         hits = await chroma.search(
             vector, user_id=user_id, class_id=class_id, content_types=content_types, limit=limit
@@ -343,27 +364,50 @@ async def search_chunks(
     elif store == "qdrant":
         from shared.vectors.qdrant import QdrantStore, make_qdrant_client
 
+        if include_shared:
+            from shared.db import sharing
+
+            pool = await create_pool(settings.database_dsn(), max_size=1)
+            try:
+                shared = await sharing.sources_shared_with(pool, user_id=user_id)
+            finally:
+                await pool.close()
         client = make_qdrant_client(settings)
         try:
             qdrant = QdrantStore.from_settings(client, settings)
             hits = await qdrant.search(
-                vector, user_id=user_id, class_id=class_id, content_type=content_type, limit=limit
+                vector,
+                query_text=query,
+                mode=chosen,
+                user_id=user_id,
+                class_id=class_id,
+                content_type=content_type,
+                shared=shared,
+                limit=limit,
             )
         finally:
             await client.close()
     else:
         raise ValueError(f"unknown store {store!r}: chroma or qdrant")
-    return [
-        {
-            "score": h.score,
-            "document_id": h.document_id,
-            "source_id": h.metadata.get("source_id"),
-            "content_type": h.metadata.get("content_type"),
-            "text": h.text,
-            "metadata": h.metadata,
-        }
-        for h in hits
-    ]
+    sharer = {(str(s.source_id), str(s.shared_by)) for s in shared}
+    found = []
+    for h in hits:
+        owner = str(h.metadata.get("user_id"))
+        if owner != str(user_id) and (str(h.metadata.get("source_id")), owner) not in sharer:
+            continue  # the store filters on the same; a second look costs nothing
+        found.append(
+            {
+                "score": h.score,
+                "score_kind": h.score_kind,
+                "shared_by": None if owner == str(user_id) else owner,
+                "document_id": h.document_id,
+                "source_id": h.metadata.get("source_id"),
+                "content_type": h.metadata.get("content_type"),
+                "text": h.text,
+                "metadata": h.metadata,
+            }
+        )
+    return found
 
 
 E = TypeVar("E", bound=Envelope)

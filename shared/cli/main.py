@@ -425,9 +425,23 @@ def search(
     store: Annotated[
         str, typer.Option(help="qdrant (the RAG store) | chroma (the debugging store, ranked exactly).")
     ] = "qdrant",
+    mode: Annotated[
+        str | None,
+        typer.Option(
+            help="Qdrant's ranking: hybrid (meaning and exact words, fused) | dense (meaning) | sparse (BM25: "
+            "exact words); default LMGPA_SEARCH_MODE."
+        ),
+    ] = None,
+    shared: Annotated[
+        bool,
+        typer.Option(
+            "--shared", help="Also the sources classmates share with the student (accepted connections)."
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """The best matches in one student's class, with scores and metadata; never another student's content."""
+    """The best matches in one student's class, with scores and metadata; never another student's content
+    (with --shared: also what classmates share with them, marked with who shares it)."""
     from shared.cli.search import SearchApiUnavailable, search_via_api
 
     cfg = settings()
@@ -436,7 +450,14 @@ def search(
     if store == "qdrant" and cfg.search_url:
         try:
             hits = search_via_api(
-                cfg, query, user_id=user, class_id=class_, content_type=content_type, limit=limit
+                cfg,
+                query,
+                user_id=user,
+                class_id=class_,
+                content_type=content_type,
+                limit=limit,
+                mode=mode,
+                include_shared=shared,
             )
             via = "search API"
         except SearchApiUnavailable as error:
@@ -453,6 +474,8 @@ def search(
                 content_type=content_type,
                 limit=limit,
                 store=chosen,
+                mode=mode,
+                include_shared=shared,
             )
         )
     if as_json:
@@ -470,8 +493,10 @@ def search(
             where = (
                 f" {_clock(meta['start_seconds'])}-{_clock(meta.get('end_seconds') or meta['start_seconds'])}"
             )
+        kind = hit.get("score_kind", "cosine")
+        by = f"  shared by {hit['shared_by']}" if hit.get("shared_by") else ""
         typer.echo(
-            f"{rank}. {hit['score']:.3f} [{meta.get('content_type')}] {meta.get('title')!r} #{meta.get('chunk_index')}{where}  ({chosen})"
+            f"{rank}. {hit['score']:.3f} {kind} [{meta.get('content_type')}] {meta.get('title')!r} #{meta.get('chunk_index')}{where}  ({chosen}){by}"
         )
         excerpt = " ".join(hit["text"].split())
         typer.echo(f"   {excerpt[:160]}{'…' if len(excerpt) > 160 else ''}")

@@ -22,6 +22,8 @@ def search_via_api(
     class_id: uuid.UUID | None,
     content_type: str | None,
     limit: int,
+    mode: str | None = None,
+    include_shared: bool = False,
 ) -> list[dict[str, Any]]:
     """POST /v1/search to LMGPA_SEARCH_URL; hits in the shape search_chunks returns."""
     assert settings.search_url
@@ -31,6 +33,8 @@ def search_via_api(
         "query": query,
         "content_types": [content_type] if content_type else None,
         "limit": limit,
+        "mode": mode,
+        "include_shared": include_shared,
     }
     try:
         response = httpx.post(f"{settings.search_url.rstrip('/')}/v1/search", json=body, timeout=30)
@@ -42,6 +46,8 @@ def search_via_api(
     return [
         {
             "score": hit["score"],
+            "score_kind": hit["score_kind"],
+            "shared_by": hit["shared_by"],
             "document_id": hit["document_id"],
             "source_id": hit["source_id"],
             "content_type": hit["content_type"],

@@ -175,12 +175,19 @@ async def scenario(world: World, order: list[int]) -> list[dict[str, Any]]:
                     item = next(i for i in world.items if i.name == by_source[source_id])
                     vector = await world.embedder.embed_query(item.query)
                     q_hits = await qdrant.search(vector, user_id=user, class_id=klass, limit=5)
+                    # With the query's words too: the stack's search mode (BM25 by default) finds it at once.
+                    t_hits = await qdrant.search(
+                        vector, query_text=item.query, user_id=user, class_id=klass, limit=5
+                    )
                     c_hits = (await tools.search(str(klass), item.query, limit=5)).hits
                     info = await qdrant_client.get_collection(cfg.qdrant_collection)
                     seen.append(
                         {
                             "item": item.name,
                             "qdrant": [by_source.get(uuid.UUID(h.metadata["source_id"])) for h in q_hits],
+                            "qdrant_text": [
+                                by_source.get(uuid.UUID(h.metadata["source_id"])) for h in t_hits
+                            ],
                             "chroma": [by_source.get(uuid.UUID(h.metadata["source_id"])) for h in c_hits],
                             "hnsw_indexed": info.indexed_vectors_count or 0,
                         }
@@ -224,6 +231,7 @@ def test_a_completed_source_is_found_first_at_once(world: World, order: list[int
     )
     for s in seen:
         assert s["qdrant"] and s["qdrant"][0] == s["item"], s
+        assert s["qdrant_text"] and s["qdrant_text"][0] == s["item"], s
         assert s["chroma"] and s["chroma"][0] == s["item"], s
     # Not a vacuous pass: the collection's vectors were really searched through HNSW segments.
     assert seen[-1]["hnsw_indexed"] > 0

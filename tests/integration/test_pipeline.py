@@ -12,6 +12,7 @@ from shared.embedder import SentenceEmbedder
 from shared.events import topics
 from shared.events.models import SourceUploaded
 from shared.text import decode_note
+from shared.vectors.qdrant import dense_vector
 from shared.vectors.records import chroma_collection_name, point_id
 from tests.harness import Harness
 from tests.media.documents import docx, png
@@ -92,7 +93,7 @@ async def test_note_ends_in_both_stores_with_the_designs_ids_and_metadata(
         assert payload["document_id"] == f"note_{event.source_id}_{payload['chunk_index']}"
         assert counter.count(payload["text"]) <= counter.max_tokens, "no chunk may exceed the model's input"
         expected = embedder.embed_sync([payload["text"]])[0]
-        assert float(np.dot(np.asarray(p.vector), expected)) > 0.999
+        assert float(np.dot(np.asarray(dense_vector(p)), expected)) > 0.999
 
     # Chroma: the design's collection name, document ids and metadata, the same vectors.
     collection = chroma_collection_name(user_id, class_id, "notes")
@@ -103,7 +104,7 @@ async def test_note_ends_in_both_stores_with_the_designs_ids_and_metadata(
             meta
         )
         assert meta["user_id"] == str(user_id) and meta["content_type"] == "notes"
-    by_id = {str(p.id): np.asarray(p.vector) for p in points}
+    by_id = {str(p.id): np.asarray(dense_vector(p)) for p in points}
     for doc_id, vector, meta in zip(docs["ids"], docs["embeddings"], docs["metadatas"], strict=True):
         assert doc_id.endswith(f"_{meta['chunk_index']}")
         qdrant_vector = by_id[point_id(event.source_id, int(meta["chunk_index"]))]
@@ -180,6 +181,12 @@ async def test_another_user_never_finds_it(pipeline: Harness, embedder: Sentence
 
     mine = await pipeline.qdrant.search(query, user_id=owner, class_id=class_id)
     assert mine and mine[0].metadata["source_id"] == str(event.source_id)
+    # The indexing worker wrote the BM25 vector too: the words find it, in every mode.
+    for mode in ("sparse", "hybrid"):
+        by_words = await pipeline.qdrant.search(
+            query, query_text="mitochondria ATP", mode=mode, user_id=owner, class_id=class_id
+        )
+        assert by_words and by_words[0].metadata["source_id"] == str(event.source_id), mode
     mine_chroma = await pipeline.chroma.search(
         query, user_id=owner, class_id=class_id, content_types=["notes"]
     )
@@ -188,6 +195,9 @@ async def test_another_user_never_finds_it(pipeline: Harness, embedder: Sentence
     stranger, their_class = await pipeline.new_owner()
     for class_ in (class_id, their_class, None):
         hits = await pipeline.qdrant.search(query, user_id=stranger, class_id=class_, limit=50)
+        hits += await pipeline.qdrant.search(
+            query, query_text="mitochondria ATP", mode="hybrid", user_id=stranger, class_id=class_, limit=50
+        )
         assert all(h.metadata["user_id"] == str(stranger) for h in hits)
         assert str(event.source_id) not in {h.metadata["source_id"] for h in hits}
     for class_ in (class_id, their_class):

@@ -1,5 +1,6 @@
-"""Tenancy as a property: whatever is stored and however it is asked, a search of the Qdrant server returns only
-the asker's content (its tenant index and filters, as in production)."""
+"""Tenancy as a property: whatever is stored and however it is asked (dense, sparse or hybrid, with or without
+sources named as shared), a search of the Qdrant server returns only the asker's content and the shared sources
+of the users who own them (its tenant index and filters, as in production)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from qdrant_client import AsyncQdrantClient
 from shared.devstack.servers import ServerProcess
 from shared.events.models import EmbeddedChunk, SourceRef, encode_vector
 from shared.vectors.qdrant import QdrantStore
-from shared.vectors.records import to_record
+from shared.vectors.records import SEARCH_MODES, SearchMode, SharedSource, to_record
 
 pytestmark = [pytest.mark.integration]
 
@@ -44,6 +45,8 @@ async def scenario(
     content_type: str | None,
     query: list[float],
     url: str,
+    mode: SearchMode | None = None,
+    shares: list[tuple[int, uuid.UUID]] | None = None,
 ) -> None:
     client = AsyncQdrantClient(url=url)
     store = QdrantStore(client, collection=f"tenancy_{uuid.uuid4().hex[:12]}", dimensions=8)
@@ -58,23 +61,44 @@ async def scenario(
             title=f"s{n}",  # type: ignore[arg-type]
             created_at=datetime(2026, 1, 1, tzinfo=UTC),
         )
+        # Every chunk holds the query's words, so BM25 ranks every one of them too (an exact filter check).
         chunk = EmbeddedChunk(
-            chunk_index=0, text=f"text {n}", token_count=2, vector=encode_vector(unit(values))
+            chunk_index=0, text=f"lecture notes {n}", token_count=3, vector=encode_vector(unit(values))
         )
         records.append(to_record(source, chunk, model="m"))
     await store.upsert(records)
+    # A share names a stored source and a user who may or may not own it: only the owner's share counts.
+    shared = [
+        SharedSource(source_id=uuid.UUID(str(records[n % len(records)].metadata["source_id"])), shared_by=by)
+        for n, by in shares or []
+    ]
     hits = await store.search(
-        unit(query), user_id=asker, class_id=klass, content_type=content_type, limit=100
+        unit(query),
+        query_text="lecture notes",
+        mode=mode,
+        user_id=asker,
+        class_id=klass,
+        content_type=content_type,
+        shared=shared,
+        limit=100,
     )
+    valid = {(str(s.source_id), str(s.shared_by)) for s in shared}
     expected = [
         r
         for r in records
-        if r.metadata["user_id"] == str(asker)
-        and (klass is None or r.metadata["class_id"] == str(klass))
-        and (content_type is None or r.metadata["content_type"] == content_type)
+        if (content_type is None or r.metadata["content_type"] == content_type)
+        and (
+            (r.metadata["user_id"] == str(asker) and (klass is None or r.metadata["class_id"] == str(klass)))
+            or (r.metadata["source_id"], r.metadata["user_id"]) in valid
+        )
     ]
-    assert all(h.metadata["user_id"] == str(asker) for h in hits), "another user's content came back"
+    assert all(
+        h.metadata["user_id"] == str(asker) or (h.metadata["source_id"], h.metadata["user_id"]) in valid
+        for h in hits
+    ), "another user's content came back"
     assert {h.document_id for h in hits} == {r.document_id for r in expected}, "and all of the asker's did"
+    kinds = {"dense": "cosine", "sparse": "bm25", "hybrid": "rrf"}
+    assert all(h.score_kind == kinds[mode or store.search_mode] for h in hits)
     await client.delete_collection(store.collection)
     await client.close()
 
@@ -90,6 +114,8 @@ async def scenario(
     klass=st.one_of(st.none(), st.sampled_from(CLASSES)),
     content_type=st.one_of(st.none(), st.sampled_from(["transcripts", "photos", "textbooks", "notes"])),
     query=st.lists(st.floats(-1, 1, allow_nan=False, width=32), min_size=8, max_size=8),
+    mode=st.one_of(st.none(), st.sampled_from(SEARCH_MODES)),
+    shares=st.lists(st.tuples(st.integers(0, 24), st.sampled_from(USERS)), max_size=6),
 )
 def test_a_search_returns_exactly_the_askers_matching_content(
     stored: list[tuple[uuid.UUID, uuid.UUID, str, list[float]]],
@@ -97,6 +123,10 @@ def test_a_search_returns_exactly_the_askers_matching_content(
     klass: uuid.UUID | None,
     content_type: str | None,
     query: list[float],
+    mode: SearchMode | None,
+    shares: list[tuple[int, uuid.UUID]],
     qdrant_server: ServerProcess,
 ) -> None:
-    asyncio.run(scenario(stored, asker, klass, content_type, query, qdrant_server.url))
+    asyncio.run(
+        scenario(stored, asker, klass, content_type, query, qdrant_server.url, mode=mode, shares=shares)
+    )

@@ -14,15 +14,16 @@ from pydantic import ValidationError
 
 from services.search.adapters import BatchingQueryEmbedder
 from services.search.handlers import SearchRequest, search_chunks
-from shared.vectors.records import SearchHit
+from shared.vectors.records import DEFAULT_SEARCH_MODE, ScoreKind, SearchHit, SharedSource
 
 ME, OTHER, CLASS = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
 
 
-def hit(user: uuid.UUID, score: float, **meta: Any) -> SearchHit:
+def hit(user: uuid.UUID, score: float, score_kind: ScoreKind = "cosine", **meta: Any) -> SearchHit:
     source = uuid.uuid4()
     return SearchHit(
         score=score,
+        score_kind=score_kind,
         document_id=f"note_{source}_0",
         text=f"text {score}",
         metadata={
@@ -44,8 +45,8 @@ class FakeStore:
         self.hits = hits
         self.calls: list[dict[str, Any]] = []
 
-    async def search(self, vector: Sequence[float], **kwargs: Any) -> list[SearchHit]:
-        self.calls.append({"vector": list(vector), **kwargs})
+    async def search(self, vector: Sequence[float] | None = None, **kwargs: Any) -> list[SearchHit]:
+        self.calls.append({"vector": None if vector is None else list(vector), **kwargs})
         return self.hits
 
 
@@ -55,13 +56,24 @@ async def fake_embed(text: str) -> list[float]:
 
 async def test_search_passes_the_tenant_and_filters_and_maps_hits() -> None:
     store = FakeStore([hit(ME, 0.9), hit(ME, 0.5)])
-    request = SearchRequest(user_id=ME, class_id=CLASS, query="abc", content_types=["textbooks"], limit=2)
+    request = SearchRequest(
+        user_id=ME, class_id=CLASS, query="abc", content_types=["textbooks"], limit=2, mode="hybrid"
+    )
     ticks = iter([1.0, 1.25])
     response = await search_chunks(request, embed=fake_embed, store=store, clock=lambda: next(ticks))
     assert store.calls == [
-        {"vector": [3.0, 1.0], "user_id": ME, "class_id": CLASS, "content_type": ["textbooks"], "limit": 2}
+        {
+            "vector": [3.0, 1.0],
+            "query_text": "abc",
+            "mode": "hybrid",
+            "user_id": ME,
+            "class_id": CLASS,
+            "content_type": ["textbooks"],
+            "shared": (),
+            "limit": 2,
+        }
     ]
-    assert [h.score for h in response.hits] == [0.9, 0.5]
+    assert [h.score for h in response.hits] == [0.9, 0.5] and response.mode == "hybrid"
     first = response.hits[0]
     assert (first.page_start, first.page_end, first.chunk_index, first.content_type) == (7, 8, 3, "textbooks")
     assert response.took_ms == 250.0 and response.store == "qdrant"
@@ -75,6 +87,57 @@ async def test_a_hit_of_another_user_is_dropped_even_if_the_store_returned_it() 
     assert [h.score for h in response.hits] == [0.4]
 
 
+async def test_the_default_mode_is_the_services_and_bm25_alone_embeds_nothing() -> None:
+    store = FakeStore([hit(ME, 7.5, score_kind="bm25")])
+
+    async def no_embedding(text: str) -> list[float]:
+        raise AssertionError("a sparse search needs no embedding")
+
+    response = await search_chunks(
+        SearchRequest(user_id=ME, query="q"), embed=no_embedding, store=store, clock=lambda: 0.0
+    )
+    assert DEFAULT_SEARCH_MODE == "sparse" and response.mode == "sparse"
+    assert store.calls[0]["vector"] is None and store.calls[0]["mode"] == "sparse"
+    assert response.hits[0].score_kind == "bm25"
+    dense = await search_chunks(
+        SearchRequest(user_id=ME, query="q"),
+        embed=fake_embed,
+        store=store,
+        clock=lambda: 0.0,
+        default_mode="dense",
+    )
+    assert dense.mode == "dense" and store.calls[1]["vector"] == [1.0, 1.0]
+
+
+async def test_shared_hits_carry_who_shares_them_and_only_valid_shares_come_through() -> None:
+    ann, bob = uuid.uuid4(), uuid.uuid4()
+    anns, bobs = hit(ann, 0.8), hit(bob, 0.7)
+    shared = [SharedSource(uuid.UUID(anns.metadata["source_id"]), ann)]
+    # bob's source is named as shared by ann: a row that does not match its owner shares nothing.
+    shared.append(SharedSource(uuid.UUID(bobs.metadata["source_id"]), ann))
+    store = FakeStore([anns, bobs, hit(ME, 0.6)])
+    asked: list[uuid.UUID] = []
+
+    async def shares(user_id: uuid.UUID) -> list[SharedSource]:
+        asked.append(user_id)
+        return shared
+
+    request = SearchRequest(user_id=ME, query="q", mode="dense", include_shared=True)
+    response = await search_chunks(request, embed=fake_embed, store=store, clock=lambda: 0.0, shares=shares)
+    assert asked == [ME] and store.calls[0]["shared"] == shared
+    assert [(h.score, h.shared_by) for h in response.hits] == [(0.8, ann), (0.6, None)]
+    alone = await search_chunks(
+        SearchRequest(user_id=ME, query="q", mode="dense"),
+        embed=fake_embed,
+        store=store,
+        clock=lambda: 0.0,
+        shares=shares,
+    )
+    assert asked == [ME] and store.calls[1]["shared"] == () and [h.score for h in alone.hits] == [0.6]
+    with pytest.raises(ValueError, match="include_shared"):
+        await search_chunks(request, embed=fake_embed, store=store, clock=lambda: 0.0)
+
+
 @pytest.mark.parametrize(
     "body",
     [
@@ -84,6 +147,7 @@ async def test_a_hit_of_another_user_is_dropped_even_if_the_store_returned_it() 
         {"user_id": str(ME), "query": "q", "limit": 51},
         {"user_id": str(ME), "query": "q", "content_types": ["videos"]},
         {"user_id": "not-a-uuid", "query": "q"},
+        {"user_id": str(ME), "query": "q", "mode": "semantic"},
     ],
 )
 def test_bad_requests_are_refused(body: dict[str, Any]) -> None:
