@@ -109,6 +109,15 @@ class Settings(BaseSettings):
         default=384, ge=1, description="Vector size of the model (Qdrant collection)."
     )
     embedding_batch_size: int = Field(default=32, ge=1)
+    embedding_backend: Literal[
+        "auto", "torch-fp32", "onnx-fp32", "openvino-fp32", "openvino-bf16", "openvino-int8"
+    ] = Field(
+        default="auto",
+        description=(
+            "The embedding kernel: auto picks by the CPU's instructions (OpenVINO int8 where it has int8 dot "
+            "products, else bf16 where it has bf16, else fp32); torch-fp32 is sentence-transformers as before."
+        ),
+    )
     chunk_tokens: int = Field(default=200, ge=16, description="Target word pieces per chunk.")
     chunk_overlap_tokens: int = Field(
         default=32, ge=0, description="Word pieces shared by consecutive chunks."
