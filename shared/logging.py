@@ -34,7 +34,9 @@ def configure_logging(*, service: str, fmt: str = "auto", level: str = "INFO") -
         processors=[*shared_processors, structlog.processors.format_exc_info, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
-        cache_logger_on_first_use=True,
+        # Not cached: a module-level logger first used before a later configure_logging (or inside a test's
+        # structlog.testing.capture_logs) would otherwise keep the processors it first saw.
+        cache_logger_on_first_use=False,
     )
     # The libraries' own records (aiokafka's group errors, FastStream's consumer errors) in the same format.
     handler = logging.StreamHandler(sys.stderr)

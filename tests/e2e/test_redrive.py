@@ -195,6 +195,15 @@ def census(env: dict[str, str], ids: list[uuid.UUID]) -> tuple[Counter[str], Cou
     return per_source, keys, docs
 
 
+def wait_detections(home: Path, seen: int, timeout: float = 60) -> list[int]:
+    """The detections after the first `seen`, waiting for one: the sources may complete from what the workers had
+    fetched before the reconciler's next pass (every LMGPA_RECONCILE_INTERVAL_SECONDS) notices the loss."""
+    deadline = time.monotonic() + timeout
+    while not (found := lost_log_detections(home)[seen:]) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return found
+
+
 def lost_log_detections(home: Path) -> list[int]:
     """The reconciler's detections of a broker that lost its log: how many pending inputs each re-drove."""
     found = []
@@ -231,7 +240,7 @@ def test_a_whole_stack_restart_loses_no_work(home: Path, media: dict[str, Path],
     rows = asyncio.run(wait_completed(env["LMGPA_DATABASE_URL"], ids))
     recovered = time.monotonic() - started
     chunks, redrives = check_everything_complete(env, rows)
-    after = lost_log_detections(home)[detections:]
+    after = wait_detections(home, detections)
     report(
         f"\nwhole-stack restart: in flight at the stop {stopped_in}; after `dev up` the reconciler found the broker's "
         f"log lost and published {after} pending inputs again; every one of {len(ids)} sources completed in "
@@ -260,7 +269,7 @@ def test_a_broker_restart_alone_loses_no_work(home: Path, media: dict[str, Path]
     recovered = time.monotonic() - started
     chunks, redrives = check_everything_complete(env, rows)
     dead = [w.service for w in state.workers if not servers.is_running(w.pid)]
-    after = lost_log_detections(home)[detections:]
+    after = wait_detections(home, detections)
     report(
         f"\nbroker-only restart: in flight at the stop {stopped_in}; the reconciler found the log lost and published "
         f"{after} pending inputs again; every one of {len(ids)} sources completed {recovered:.1f} s after the "
