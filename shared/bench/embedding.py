@@ -249,13 +249,10 @@ def print_table(report: dict[str, Any]) -> None:
     print()
     print(f"auto picks {report['auto']}: {report['auto_reason']}")
     before, after = report["loadavg_before"], report["loadavg_after"]
+    busy = before[0] > 1.0 or after[0] > report["threads"] + 1.0  # the benchmark itself adds its threads
     print(
         f"load average before {before[0]:.2f}, after {after[0]:.2f} on {report['cpu_count']} CPUs"
-        + (
-            " (the machine was busy: timings are noisy, the ratios less so)"
-            if max(before[0], after[0]) > 1.5
-            else ""
-        )
+        + (" (the machine was busy: timings are noisy, the ratios less so)" if busy else "")
     )
 
 
