@@ -63,7 +63,8 @@ async def seed(settings: Settings, user: uuid.UUID, klass: uuid.UUID, chunks: in
                     point_id=str(uuid.uuid5(uuid.NAMESPACE_OID, f"{owner}:{n}")),
                     document_id=f"textbook_{source}_{n % 40}",
                     vector=vectors[n].tolist(),
-                    document=f"chunk {n} of a generated textbook, some two hundred word pieces long in reality",
+                    # Each chunk holds two queries' words, so every ranking (BM25 too) has work to do.
+                    document=f"chunk {n}: {QUERIES[n % len(QUERIES)]}; {QUERIES[(n * 7 + 3) % len(QUERIES)]}",
                     metadata={
                         "user_id": str(owner),
                         "class_id": str(owner_class),
@@ -147,7 +148,10 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=400, help="requests per level at most")
     parser.add_argument("--seconds", type=float, default=30.0, help="seconds per level at most")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--mode", choices=("sparse", "dense", "hybrid"), help="LMGPA_SEARCH_MODE for the API")
     args = parser.parse_args()
+    if args.mode:
+        os.environ["LMGPA_SEARCH_MODE"] = args.mode  # the stack's processes inherit it
     with tempfile.TemporaryDirectory(prefix="lmgpa-bench-search-") as tmp:
         home = Path(tmp) / "stack"
         state = stack.up(home, services=())
@@ -165,7 +169,8 @@ def main() -> None:
         finally:
             stack.down(home, purge=True)
     print(
-        f"search API: a class of {args.chunks} chunks (+{args.chunks // 9 * 9} of other students), limit 5, loopback"
+        f"search API: a class of {args.chunks} chunks (+{args.chunks // 9 * 9} of other students), limit 5, loopback, "
+        f"mode {os.environ.get('LMGPA_SEARCH_MODE', 'default (sparse)')}"
     )
     print(f"{'clients':>7} {'requests':>8} {'errors':>6} {'p50 ms':>7} {'p99 ms':>7} {'req/s':>7}")
     for r in results:
