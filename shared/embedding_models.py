@@ -45,6 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from shared.checksums import sha256_file
 from shared.logging import get_logger
 
 log = get_logger(__name__)
@@ -66,7 +67,6 @@ SMOOTH_QUANT_ALPHA = 0.5
 CALIBRATION_TEXTS = 300
 CALIBRATION_LENGTHS = (254, 200, 180, 160, 128, 96, 64, 32)
 MANIFEST = "manifest.json"
-_CHUNK = 1 << 20
 
 
 class EmbeddingBuildError(RuntimeError):
@@ -85,15 +85,6 @@ class Source:
         """One SHA-256 over the source files' names and hashes."""
         text = json.dumps(self.files, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()
-
-
-def sha256_file(path: Path) -> str:
-    """Return the hex SHA-256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def read_source(model_path: Path) -> Source:

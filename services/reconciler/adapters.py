@@ -98,7 +98,7 @@ class ReconcilerDb:
 async def pass_lock(pool: asyncpg.Pool) -> AsyncIterator[ReconcilerDb | None]:
     """A transaction holding the pass lock, or None when another reconciler is in a pass (it is skipped)."""
     async with pool.acquire() as conn, conn.transaction():
-        if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", PASS_LOCK):
+        if not await outbox.try_pass_lock(conn, PASS_LOCK):
             yield None
             return
         yield ReconcilerDb(conn)

@@ -13,7 +13,7 @@ from fastapi import FastAPI, HTTPException, Response
 
 from services.search.adapters import BatchingQueryEmbedder, PostgresShares
 from services.search.handlers import SearchRequest, SearchResponse, search_chunks
-from shared.db.pool import create_pool
+from shared.db.pool import create_pool, ping
 from shared.embedder import SentenceEmbedder
 from shared.errors import TransientError
 from shared.logging import configure_logging, get_logger
@@ -108,7 +108,7 @@ async def ready(response: Response) -> dict[str, bool]:
     ready = state.ready
     if ready:
         try:
-            await asyncio.wait_for(state.pool.fetchval("SELECT 1"), timeout=2)
+            await asyncio.wait_for(ping(state.pool), timeout=2)
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
             ready = False
     if not ready:

@@ -141,7 +141,7 @@ async def run_pipeline(
     from shared.db import owners
     from shared.events.models import SourceUploaded
 
-    cfg = Settings(**{k.removeprefix("LMGPA_").lower(): v for k, v in state.env.items()})  # type: ignore[arg-type]
+    cfg = state.settings()
     pool = await asyncpg.create_pool(cfg.database_dsn(), min_size=1, max_size=2)
     user, klass = uuid.uuid4(), uuid.uuid4()
     await owners.ensure_user(pool, user_id=user)
@@ -261,7 +261,7 @@ def main() -> None:
             state = stack.up(home, replicas=args.replicas, search_api=False)
             wall, per_source, texts = asyncio.run(run_pipeline(state, corpus, args.timeout))
             figures = stage_log_figures(home / "logs")
-            cfg = Settings(**{k.removeprefix("LMGPA_").lower(): v for k, v in state.env.items()})  # type: ignore[arg-type]
+            cfg = state.settings()
         finally:
             stack.down(home, purge=True)
             os.environ.clear()

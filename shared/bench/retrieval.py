@@ -255,7 +255,7 @@ def main() -> None:
         try:
             state = stack.up(home, search_api=False)
             wall, per_source, _ = asyncio.run(run_pipeline(state, books, args.timeout))
-            cfg = Settings(**{k.removeprefix("LMGPA_").lower(): v for k, v in state.env.items()})  # type: ignore[arg-type]
+            cfg = state.settings()
             chunks, user_id, class_id = asyncio.run(stored_chunks(cfg))
             queries: list[Query] = []
             for title, pages in texts.items():

@@ -156,7 +156,7 @@ def main() -> None:
         home = Path(tmp) / "stack"
         state = stack.up(home, services=())
         try:
-            cfg = Settings(**{k.removeprefix("LMGPA_").lower(): v for k, v in state.env.items()})  # type: ignore[arg-type]
+            cfg = state.settings()
             user, klass = uuid.uuid4(), uuid.uuid4()
             asyncio.run(seed(cfg, user, klass, args.chunks))
             body = {"user_id": str(user), "class_id": str(klass), "limit": 5}

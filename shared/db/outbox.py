@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+import asyncpg
+
 from shared.db.pool import Executor
 from shared.events.models import Envelope
 from shared.events.topics import REDRIVABLE
@@ -146,6 +148,12 @@ async def drop_finished(conn: Executor) -> int:
         """
     )
     return int(status.rsplit(" ", 1)[-1])
+
+
+async def try_pass_lock(conn: asyncpg.Connection, key: int) -> bool:
+    """Take the reconciler's pass lock for this transaction; False if another reconciler holds it."""
+    taken: bool = await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", key)
+    return taken
 
 
 async def get_state(conn: Executor, name: str) -> str | None:

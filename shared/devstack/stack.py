@@ -19,6 +19,7 @@ from urllib.parse import urlparse
 from shared.devstack import servers
 from shared.devstack.servers import ServerProcess
 from shared.events.topics import SERVICES
+from shared.settings import Settings
 
 STATE_FILE = "stack.json"
 DEFAULT_HOME = Path(".lmgpa")
@@ -79,6 +80,11 @@ class StackState:
         """One server's handle."""
         raw = dict(getattr(self, name))
         return ServerProcess(**{**raw, "data_dir": Path(raw["data_dir"]), "log_path": Path(raw["log_path"])})
+
+    def settings(self) -> Settings:
+        """The Settings of a process pointed at this stack (what `lmgpa dev env` exports)."""
+        fields = {key.removeprefix("LMGPA_").lower(): value for key, value in self.env.items()}
+        return Settings(**fields)  # type: ignore[arg-type]
 
     def save(self) -> None:
         """Write the state file."""

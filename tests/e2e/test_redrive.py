@@ -37,14 +37,14 @@ NOTES = (
 )
 
 
-def env_of(home: Path) -> dict[str, str]:
+def state_of(home: Path) -> stack.StackState:
     state = stack.load_state(home)
     assert state is not None
-    return dict(state.env)
+    return state
 
 
-def settings_of(env: dict[str, str]) -> Settings:
-    return Settings(**{k.removeprefix("LMGPA_").lower(): v for k, v in env.items()})  # type: ignore[arg-type]
+def env_of(home: Path) -> dict[str, str]:
+    return dict(state_of(home).env)
 
 
 async def sql(dsn: str, query: str, *args: Any) -> list[asyncpg.Record]:
@@ -228,7 +228,7 @@ def check_everything_complete(env: dict[str, str], rows: list[asyncpg.Record]) -
 
 def test_a_whole_stack_restart_loses_no_work(home: Path, media: dict[str, Path], report: Any) -> None:
     env = env_of(home)
-    cfg, dsn = settings_of(env), env["LMGPA_DATABASE_URL"]
+    cfg, dsn = state_of(home).settings(), env["LMGPA_DATABASE_URL"]
     sources = asyncio.run(put_in_flight(cfg, media))
     ids = list(sources)
     stopped_in = asyncio.run(wait_for_stages(dsn, ids, at_least=3))
@@ -251,7 +251,7 @@ def test_a_whole_stack_restart_loses_no_work(home: Path, media: dict[str, Path],
 
 def test_a_broker_restart_alone_loses_no_work(home: Path, media: dict[str, Path], report: Any) -> None:
     env = env_of(home)
-    cfg, dsn = settings_of(env), env["LMGPA_DATABASE_URL"]
+    cfg, dsn = state_of(home).settings(), env["LMGPA_DATABASE_URL"]
     sources = asyncio.run(put_in_flight(cfg, media))
     ids = list(sources)
     stopped_in = asyncio.run(wait_for_stages(dsn, ids, at_least=3))

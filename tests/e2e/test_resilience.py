@@ -121,7 +121,7 @@ def resilient_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]
     env = state.env
     saved = dict(os.environ)
     os.environ.update({k: v for k, v in env.items()})
-    settings = Settings(**{k.removeprefix("LMGPA_").lower(): v for k, v in env.items()})  # type: ignore[arg-type]
+    settings = state.settings()
     owner, stranger = (uuid.uuid4(), uuid.uuid4()), (uuid.uuid4(), uuid.uuid4())
     from shared.db import owners
 
