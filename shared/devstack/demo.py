@@ -8,7 +8,8 @@ import uuid
 from collections import Counter
 from importlib import resources
 
-from shared.cli.backend import fetch_status, ingest_source, render_status, search_chunks
+from shared.cli.backend import fetch_status, ingest_source, render_status
+from shared.cli.search import search_via_api
 from shared.devstack import stack
 from shared.settings import Settings
 
@@ -117,16 +118,9 @@ def run_demo() -> int:
         user_id, class_id = _ids(student)
         only = f" --type {content_type}" if content_type else ""
         print(f"\n$ lmgpa search --user {user_id} --class {class_id}{only} {question!r}   # {student}")
-        hits = asyncio.run(
-            search_chunks(
-                settings,
-                question,
-                user_id=user_id,
-                class_id=class_id,
-                content_type=content_type,
-                limit=3,
-                store="chroma",
-            )
+        # What the printed command does: ask the stack's search API, which reads Qdrant.
+        hits = search_via_api(
+            settings, question, user_id=user_id, class_id=class_id, content_type=content_type, limit=3
         )
         for rank, hit in enumerate(hits, start=1):
             meta = hit["metadata"]
@@ -135,7 +129,7 @@ def run_demo() -> int:
                 where = f" {meta['start_seconds']:.0f}-{meta['end_seconds']:.0f} s"
             excerpt = " ".join(str(hit["text"]).split())[:100]
             print(
-                f"  {rank}. {hit['score']:.3f} [{meta.get('content_type')}] {meta.get('title')!r}{where}: {excerpt}…"
+                f"  {rank}. {hit['score']:.3f} {hit['score_kind']} [{meta.get('content_type')}] {meta.get('title')!r}{where}: {excerpt}…"
             )
     print("\nThe stack is still running. Try `.venv/bin/lmgpa status` or `.venv/bin/lmgpa search ...`;")
     print("stop it with `make down` (or `.venv/bin/lmgpa dev down`).")

@@ -62,6 +62,8 @@ class WorkerProcess:
     replica: int
     pid: int
     log_path: str
+    log_offset: int = 0
+    """Where this process's own lines begin in its log (a restarted replica appends to the same file)."""
 
 
 @dataclass
@@ -148,6 +150,7 @@ def start_worker(state: StackState, service: str, replica: int = 0) -> WorkerPro
     if service == SEARCH_API:
         command = ["search-api"]
         env["LMGPA_HTTP_PORT"] = str(urlparse(state.env["LMGPA_SEARCH_URL"]).port)
+    offset = log_path.stat().st_size if log_path.exists() else 0
     with log_path.open("ab") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "shared.cli.main", *command],
@@ -157,7 +160,18 @@ def start_worker(state: StackState, service: str, replica: int = 0) -> WorkerPro
             env=env,
             start_new_session=True,
         )
-    return WorkerProcess(service=service, replica=replica, pid=process.pid, log_path=str(log_path))
+    return WorkerProcess(
+        service=service, replica=replica, pid=process.pid, log_path=str(log_path), log_offset=offset
+    )
+
+
+def _read_from(path: Path, offset: int) -> str:
+    """A log's text from a byte offset on ('' if it does not exist yet)."""
+    if not path.exists():
+        return ""
+    with path.open("rb") as log:
+        log.seek(offset)
+        return log.read().decode(errors="replace")
 
 
 def wait_ready(worker: WorkerProcess, *, timeout: float = 180.0) -> None:
@@ -165,7 +179,8 @@ def wait_ready(worker: WorkerProcess, *, timeout: float = 180.0) -> None:
     path = Path(worker.log_path)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        text = path.read_text(errors="replace") if path.exists() else ""
+        # Only this process's lines: an earlier run's "worker_started" in the same log proves nothing.
+        text = _read_from(path, worker.log_offset)
         if WORKER_READY_LINE in text:
             return
         if not servers.is_running(worker.pid):
