@@ -205,6 +205,7 @@ def up(
     home = (home or default_home()).resolve()
     home.mkdir(parents=True, exist_ok=True)
     state = load_state(home)
+    fresh = False
     if state is not None and state.qdrant and servers.is_running(state.server("broker").pid):
         alive = [w for w in state.workers if servers.is_running(w.pid)]
         state.workers = alive
@@ -217,35 +218,69 @@ def up(
     else:
         if state is not None:
             down(home)  # a half-dead stack (broker gone): stop what is left before starting anew
-        postgres = servers.start_postgres(home)
-        broker = servers.start_broker(home)
-        chroma = servers.start_chroma(home)
-        qdrant = servers.start_qdrant(home)
-        state = StackState(
-            home=str(home),
-            postgres=_server_dict(postgres),
-            broker=_server_dict(broker),
-            chroma=_server_dict(chroma),
-            qdrant=_server_dict(qdrant),
-            env={
-                **stack_env(home, postgres, broker, chroma, qdrant),
-                "LMGPA_SEARCH_URL": f"http://127.0.0.1:{servers.free_port()}",
-            },
-        )
-        (home / "storage").mkdir(exist_ok=True)
+        state = _start_servers(home)
+        fresh = True
+    started: list[WorkerProcess] = []
+    try:
+        asyncio.run(_prepare(state, partitions=partitions))
+        running = {(w.service, w.replica) for w in state.workers}
+        wanted = [(s, r) for s in services for r in range(replicas)]
+        if search_api and "LMGPA_SEARCH_URL" in state.env:
+            wanted.append((SEARCH_API, 0))
+        if reconciler:
+            wanted.append((RECONCILER, 0))
+        for service, replica in wanted:
+            if (service, replica) not in running:
+                started.append(start_worker(state, service, replica))
+        state.workers.extend(started)
         state.save()
-    asyncio.run(_prepare(state, partitions=partitions))
-    running = {(w.service, w.replica) for w in state.workers}
-    wanted = [(s, r) for s in services for r in range(replicas)]
-    if search_api and "LMGPA_SEARCH_URL" in state.env:
-        wanted.append((SEARCH_API, 0))
-    if reconciler:
-        wanted.append((RECONCILER, 0))
-    started = [start_worker(state, s, r) for s, r in wanted if (s, r) not in running]
-    state.workers.extend(started)
+        for worker in started:
+            wait_ready(worker)
+    except BaseException:
+        # A `dev up` that fails leaves nothing of its own running: the whole stack if it started it, else the
+        # workers it added to a stack that was already up.
+        if fresh:
+            down(home)
+        else:
+            for worker in started:
+                stop_worker(worker)
+        raise
+    return state
+
+
+def _start_servers(home: Path) -> StackState:
+    """Start PostgreSQL, the broker, Chroma and Qdrant and save the state; a server that fails to start stops the
+    ones started before it, so nothing is left running without a state file to find it by."""
+    started: list[ServerProcess] = []
+    try:
+        for start in (
+            servers.start_postgres,
+            servers.start_broker,
+            servers.start_chroma,
+            servers.start_qdrant,
+        ):
+            started.append(start(home))
+    except BaseException:
+        for server in reversed(started):
+            if server.name == "postgres":
+                servers.stop_postgres(server)
+            else:
+                servers.stop_process(server)
+        raise
+    postgres, broker, chroma, qdrant = started
+    state = StackState(
+        home=str(home),
+        postgres=_server_dict(postgres),
+        broker=_server_dict(broker),
+        chroma=_server_dict(chroma),
+        qdrant=_server_dict(qdrant),
+        env={
+            **stack_env(home, postgres, broker, chroma, qdrant),
+            "LMGPA_SEARCH_URL": f"http://127.0.0.1:{servers.free_port()}",
+        },
+    )
+    (home / "storage").mkdir(exist_ok=True)
     state.save()
-    for worker in started:
-        wait_ready(worker)
     return state
 
 
