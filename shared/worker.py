@@ -13,7 +13,7 @@ import hashlib
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import asyncpg
@@ -31,6 +31,7 @@ from shared.db.deliveries import Delivery
 from shared.errors import PermanentError, TransientError
 from shared.events.models import DeadLetter, Envelope, SourceFailed, SourceRef, SourceUploaded
 from shared.events.parts import clean_text
+from shared.metrics import PipelineMetrics
 
 E = TypeVar("E", bound=Envelope)
 Handler = Callable[[E], Awaitable[Sequence[Envelope]]]
@@ -74,12 +75,16 @@ class Worker:
     max_deliveries: int = 5
     """Deliveries of a message that do not end in a commit (transient failures, or the process dying) before
     it is given up; counted in PostgreSQL (message_deliveries), so across processes and restarts."""
+    metrics: PipelineMetrics = field(default_factory=PipelineMetrics.detached)
+    """Where the runner records stage durations, waits, retries, failures and dead letters."""
 
     async def handle(self, record: ConsumerRecord[Any, Any], model: type[E], handler: Handler[E]) -> None:
         """Handle one message with a single-event handler; an escaping error leaves it uncommitted."""
         begun: list[int] = []
         try:
             begun = await self._with_retries(lambda: self._begin([record]))
+            if begun[0] > 1:
+                self.metrics.redeliveries.labels(service=self.service).inc()
             if begun[0] > self.max_deliveries:
                 await self._give_up_unfinished(record, model, begun[0] - 1)
             else:
@@ -101,6 +106,9 @@ class Worker:
         begun: list[int] = []
         try:
             begun = await self._with_retries(lambda: self._begin(records))
+            redelivered = sum(1 for count in begun if count > 1)
+            if redelivered:
+                self.metrics.redeliveries.labels(service=self.service).inc(redelivered)
             if max(begun) > 1:
                 # An earlier delivery of this batch did not end in a commit (its process may have died on one
                 # of them): one message at a time, so a message that takes the worker down is found and given
@@ -179,20 +187,25 @@ class Worker:
             await self._with_retries(lambda: self._reopen(event))
         if event is None or await self._with_retries(lambda: self._seen(event)):
             return
+        self.metrics.waited(self.service, event.occurred_at)
+        failed = False
         with self._bound(event):
             try:
                 outgoing = await self._with_retries(lambda: handler(event))
             except PermanentError as error:
                 refusal = error  # the name `error` is unbound when the except block ends
+                failed = True
                 outgoing = await self._with_retries(lambda: self._fail(event, refusal))
             except Exception as error:
                 if isinstance(error, TRANSIENT_ERRORS):
                     raise  # the retry budget is spent: do not commit; Kafka redelivers
                 log.exception("handler_crashed", error_type=type(error).__name__)
                 crash = PermanentError("internal_error", f"{type(error).__name__}: {error}")
+                failed = True
                 outgoing = await self._with_retries(lambda: self._fail(event, crash))
             await self._publish(outgoing)
             await self._with_retries(lambda: self._applied([event.event_id]))
+            self.metrics.handled(self.service, time.monotonic() - started, failed=failed)
             log.info(
                 "event_processed",
                 emitted=[e.event_type for e in outgoing],
@@ -216,6 +229,8 @@ class Worker:
                 events.append(event)
         if not events:
             return
+        for event in events:
+            self.metrics.waited(self.service, event.occurred_at)
         try:
             results = await self._with_retries(lambda: handler(events))
         except PermanentError:
@@ -235,6 +250,8 @@ class Worker:
                     outgoing = result
                 await self._publish(outgoing)
         await self._with_retries(lambda: self._applied([e.event_id for e in events]))
+        failed = any(isinstance(result, PermanentError) for _, result in results)
+        self.metrics.handled(self.service, time.monotonic() - started, failed=failed)
         log.info(
             "batch_processed",
             events=len(events),
@@ -272,6 +289,7 @@ class Worker:
                     )
                     raise
                 log.warning("transient_error_retrying", attempt=attempt, delay=delay, error=str(error)[:200])
+                self.metrics.retries.labels(service=self.service).inc()
                 await asyncio.sleep(delay)
         raise AssertionError("unreachable")
 
@@ -320,6 +338,7 @@ class Worker:
             reason=reason,
         )
         await publish(self.broker, failure)
+        self.metrics.failed(self.service, code)
 
     async def _reopen(self, event: Envelope) -> None:
         """An operator replayed this dead letter: its failed source works again."""
@@ -378,6 +397,7 @@ class Worker:
                 attempts=attempts,
             ),
         )
+        self.metrics.dead_letters.labels(service=self.service, error_code=code).inc()
 
     async def _seen(self, event: Envelope) -> bool:
         """True for an event to skip: applied already, or about a source that has failed for good."""
@@ -427,6 +447,7 @@ class Worker:
                 reason=error.reason,
                 payload_excerpt=None,
             )
+        self.metrics.failed(self.service, error.code)
         return [
             SourceFailed(
                 **event.follow(f"SourceFailed/{self.service}", producer=self.service),

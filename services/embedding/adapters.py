@@ -1,11 +1,17 @@
-"""Embedding's side effects: the tokenizer-aware chunker and the sentence-transformers model."""
+"""Embedding's side effects: the tokenizer-aware chunker, and the model's calls counted for /metrics."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
+from typing import Any
 
+import numpy as np
+
+from services.embedding.handlers import Embedder
 from shared.chunking import Chunk, HfTokenCounter, Segment, chunk_segments
 from shared.events.models import TextSegment
+from shared.metrics import PipelineMetrics
 
 
 class TokenChunker:
@@ -33,3 +39,20 @@ class TokenChunker:
             target_tokens=self.target_tokens,
             overlap_tokens=self.overlap_tokens,
         )
+
+
+class MeteredEmbedder:
+    """The model, counting each call's chunks, time and rate (the handler sees only the Embedder port)."""
+
+    def __init__(self, inner: Embedder, metrics: PipelineMetrics) -> None:
+        self.inner = inner
+        self.metrics = metrics
+        self.name = inner.name
+        self.dimensions = inner.dimensions
+
+    async def embed(self, texts: Sequence[str]) -> np.ndarray[Any, Any]:
+        """One unit-length vector per text; the call is counted once it returned."""
+        started = time.monotonic()
+        vectors = await self.inner.embed(texts)
+        self.metrics.embedded(len(texts), time.monotonic() - started)
+        return vectors

@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 from faststream.kafka.annotations import KafkaMessage
 
-from services.embedding.adapters import TokenChunker
+from services.embedding.adapters import MeteredEmbedder, TokenChunker
 from services.embedding.handlers import SERVICE, embed_chunks
 from shared.broker import consumer_options
 from shared.chunking import HfTokenCounter
@@ -15,7 +15,6 @@ from shared.embedder import SentenceEmbedder
 from shared.events import topics
 from shared.events.models import TextExtracted
 from shared.service import Runtime
-from shared.tracking import PostgresTracker
 
 runtime = Runtime(SERVICE)
 broker = runtime.broker
@@ -24,7 +23,7 @@ broker = runtime.broker
 class Models:
     """Loaded once in the lifespan, used by every message."""
 
-    embedder: SentenceEmbedder
+    embedder: MeteredEmbedder
     chunker: TokenChunker
 
 
@@ -36,7 +35,7 @@ async def lifespan() -> AsyncIterator[None]:
     """Load the model and tokenizer once per process."""
     settings = runtime.settings
     embedder = SentenceEmbedder.from_settings(settings)
-    models.embedder = embedder
+    models.embedder = MeteredEmbedder(embedder, runtime.metrics)
     models.chunker = TokenChunker(
         HfTokenCounter(embedder.path),
         target_tokens=settings.chunk_tokens,
@@ -59,7 +58,7 @@ async def on_text_extracted(message: KafkaMessage) -> None:
             events,
             chunker=models.chunker,
             embedder=models.embedder,
-            tracker=PostgresTracker(runtime.pool),
+            tracker=runtime.tracker(),
         ),
     )
 

@@ -16,6 +16,7 @@ from services.reconciler.handlers import SERVICE, PassReport, reconcile
 from shared.broker import make_broker
 from shared.db.pool import create_pool
 from shared.logging import configure_logging, get_logger
+from shared.metrics import process_metrics
 from shared.settings import Settings, get_settings
 
 log = get_logger(SERVICE)
@@ -43,6 +44,11 @@ async def one_pass(
             force=force,
         )
     why = "operator" if force else "broker_lost" if report.broker_lost else "stalled"
+    metrics = process_metrics()
+    if report.redriven:
+        metrics.redrives.labels(reason=why).inc(len(report.redriven))
+    if report.given_up:
+        metrics.stalled.inc(len(report.given_up))
     if report.broker_lost:
         log.info("broker_log_lost", pending_inputs=len(report.redriven))
     for item in report.redriven:
@@ -69,6 +75,11 @@ async def run(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    if settings.http_port is not None:
+        # No broker subscription to be ready for: a plain exporter thread, every path answering the metrics.
+        from prometheus_client import start_http_server
+
+        start_http_server(settings.http_port, addr=settings.http_host)
     pool = await create_pool(settings.database_dsn(), max_size=2)
     broker = make_broker(settings, service=SERVICE)
     async with broker:

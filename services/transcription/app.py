@@ -15,7 +15,6 @@ from shared.events.models import AudioPieceQueued, AudioUploaded
 from shared.media.speech import make_engine
 from shared.service import Runtime
 from shared.storage import LocalStorage
-from shared.tracking import PostgresTracker
 
 runtime = Runtime(SERVICE)
 broker = runtime.broker
@@ -55,7 +54,7 @@ async def on_audio_uploaded(message: KafkaMessage) -> None:
             event,
             audio=models.audio,
             recordings=PostgresRecordings(runtime.pool),
-            tracker=PostgresTracker(runtime.pool),
+            tracker=runtime.tracker(),
             limits=limits,
         ),
     )
@@ -73,7 +72,7 @@ async def on_audio_piece(message: KafkaMessage) -> None:
             event,
             audio=models.audio,
             recordings=PostgresRecordings(runtime.pool),
-            tracker=PostgresTracker(runtime.pool),
+            tracker=runtime.tracker(),
         ),
     )
 

@@ -293,19 +293,22 @@ def dev_ps() -> None:
     if state is None:
         typer.echo("no stack is running: start one with `lmgpa dev up`", err=True)
         raise typer.Exit(1)
-    rows = [("NAME", "PID", "STATE", "ADDRESS")]
+    rows = [("NAME", "PID", "STATE", "HTTP", "ADDRESS")]
     for name in stack.SERVER_NAMES:
         if getattr(state, name):
             server = state.server(name)
-            rows.append((name, str(server.pid), "up" if is_running(server.pid) else "DOWN", server.url))
+            alive = "up" if is_running(server.pid) else "DOWN"
+            rows.append((name, str(server.pid), alive, "-", server.url))
     for w in state.workers:
         address = state.env.get("LMGPA_SEARCH_URL", "") if w.service == stack.SEARCH_API else w.log_path
         alive = "up" if is_running(w.pid) else "DOWN"
-        rows.append((f"{w.service}-{w.replica}", str(w.pid), alive, address))
-    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+        # The worker's /health, /ready and /metrics (the search API's own API) are on this port.
+        port = str(w.http_port) if w.http_port is not None else "-"
+        rows.append((f"{w.service}-{w.replica}", str(w.pid), alive, port, address))
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
     for row in rows:
         typer.echo(
-            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + "  " + row[3]
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + "  " + row[4]
         )
 
 

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,8 @@ class WorkerProcess:
     log_path: str
     log_offset: int = 0
     """Where this process's own lines begin in its log (a restarted replica appends to the same file)."""
+    http_port: int | None = None
+    """Where it serves /health, /ready and /metrics (the search API: its API) on 127.0.0.1."""
 
 
 @dataclass
@@ -142,14 +145,17 @@ def start_worker(state: StackState, service: str, replica: int = 0) -> WorkerPro
     log_path = home / "logs" / f"{service}-{replica}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, **state.env, "LMGPA_LOG_FORMAT": "json", "PYTHONUNBUFFERED": "1"}
-    env.pop("LMGPA_HTTP_PORT", None)
     env.pop("LMGPA_QDRANT_PATH", None)  # the stack's Qdrant is its server, whatever the caller's shell says
+    # Every replica its own port for /health, /ready and /metrics (`lmgpa dev ps` lists them).
+    http_port = servers.free_port()
+    env["LMGPA_HTTP_HOST"] = "127.0.0.1"
     command = ["worker", service]
     if service == RECONCILER:
         command = ["reconciler"]
     if service == SEARCH_API:
         command = ["search-api"]
-        env["LMGPA_HTTP_PORT"] = str(urlparse(state.env["LMGPA_SEARCH_URL"]).port)
+        http_port = urlparse(state.env["LMGPA_SEARCH_URL"]).port or http_port
+    env["LMGPA_HTTP_PORT"] = str(http_port)
     offset = log_path.stat().st_size if log_path.exists() else 0
     with log_path.open("ab") as log:
         process = subprocess.Popen(
@@ -161,7 +167,12 @@ def start_worker(state: StackState, service: str, replica: int = 0) -> WorkerPro
             start_new_session=True,
         )
     return WorkerProcess(
-        service=service, replica=replica, pid=process.pid, log_path=str(log_path), log_offset=offset
+        service=service,
+        replica=replica,
+        pid=process.pid,
+        log_path=str(log_path),
+        log_offset=offset,
+        http_port=http_port,
     )
 
 
@@ -174,14 +185,24 @@ def _read_from(path: Path, offset: int) -> str:
         return log.read().decode(errors="replace")
 
 
+def _answers_ready(port: int) -> bool:
+    """Whether GET /ready on the port answers 2xx (a worker: loaded and in its consumer groups)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=2.0) as answer:
+            return 200 <= int(answer.status) < 300
+    except (OSError, ValueError):  # refused, 503 (HTTPError is an OSError), or not HTTP yet
+        return False
+
+
 def wait_ready(worker: WorkerProcess, *, timeout: float = 180.0) -> None:
-    """Wait until a worker has loaded everything and joined the broker, or raise with its log's tail."""
+    """Wait until a worker has loaded everything and joined the broker (its log says it started and, with a
+    port, its /ready answers), or raise with its log's tail."""
     path = Path(worker.log_path)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         # Only this process's lines: an earlier run's "worker_started" in the same log proves nothing.
         text = _read_from(path, worker.log_offset)
-        if WORKER_READY_LINE in text:
+        if WORKER_READY_LINE in text and (worker.http_port is None or _answers_ready(worker.http_port)):
             return
         if not servers.is_running(worker.pid):
             break
