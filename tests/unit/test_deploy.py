@@ -54,6 +54,8 @@ K8S_API_VERSIONS = {
     "Service": "v1",
     "Job": "batch/v1",
     "HorizontalPodAutoscaler": "autoscaling/v2",
+    "ScaledObject": "keda.sh/v1alpha1",
+    "PodDisruptionBudget": "policy/v1",
     "ConfigMap": "v1",
     "Secret": "v1",
     "Namespace": "v1",
@@ -238,7 +240,8 @@ def test_worker_is_scalable(compose: dict[str, Any], name: str) -> None:
     assert {"cpus", "memory"} <= set(limits), f"{name}: deploy.resources.limits needs cpus and memory"
     healthcheck = service.get("healthcheck") or {}
     assert healthcheck and not healthcheck.get("disable"), f"{name}: needs a healthcheck"
-    assert "/health" in " ".join(as_argv(healthcheck.get("test"))), f"{name}: healthcheck must probe /health"
+    # Healthy in compose means ready: model loaded and consumer groups joined.
+    assert "/ready" in " ".join(as_argv(healthcheck.get("test"))), f"{name}: healthcheck must probe /ready"
 
 
 def test_transcription_has_the_longest_grace(compose: dict[str, Any]) -> None:
@@ -509,7 +512,7 @@ def test_k8s_documents_have_the_right_api_versions() -> None:
         if kind != "Kustomization":
             assert doc.get("metadata", {}).get("name"), f"{path.name}: {kind} without a name"
     kinds = [doc["kind"] for _, doc in documents]
-    for kind in ("ConfigMap", "Secret", "Job", "HorizontalPodAutoscaler"):
+    for kind in ("ConfigMap", "Secret", "Job", "HorizontalPodAutoscaler", "ScaledObject", "PodDisruptionBudget"):
         assert kind in kinds, f"deploy/k8s lacks a {kind}"
 
 
@@ -557,8 +560,9 @@ def test_k8s_one_deployment_per_worker_running_that_worker() -> None:
         assert f"/{args[1]}:" in container["image"], (
             f"{name}: image {container['image']} is not the {args[1]} one"
         )
-        for probe in ("livenessProbe", "readinessProbe"):
-            assert container.get(probe, {}).get("httpGet", {}).get("path") == "/health", f"{name}: {probe}"
+        # Alive while the broker answers; ready only once loaded and in its consumer groups.
+        for probe, path in (("livenessProbe", "/health"), ("readinessProbe", "/ready")):
+            assert container.get(probe, {}).get("httpGet", {}).get("path") == path, f"{name}: {probe}"
         refs = container.get("envFrom") or []
         assert any("configMapRef" in ref for ref in refs) and any("secretRef" in ref for ref in refs), name
         ran.append(args[1])
@@ -643,3 +647,19 @@ def test_docker_compose_config_accepts_the_file() -> None:
         timeout=120,
     )
     assert result.returncode == 0, result.stderr
+
+
+# ------------------------------------------------------------------------------------------------ metrics
+PROMETHEUS = ROOT / "deploy" / "prometheus.yml"
+
+
+def test_prometheus_example_scrapes_every_worker(compose: dict[str, Any]) -> None:
+    config = yaml.safe_load(PROMETHEUS.read_text())
+    (job,) = [j for j in config["scrape_configs"] if j["job_name"] == "lmgpa-workers"]
+    assert job["metrics_path"] == "/metrics"
+    (discovery,) = job["dns_sd_configs"]
+    assert sorted(discovery["names"]) == sorted(SERVICES)
+    port = int(compose["services"]["upload"]["environment"]["LMGPA_HTTP_PORT"])
+    assert discovery["port"] == port
+    for name in SERVICES:
+        assert str(port) in [str(p) for p in compose["services"][name].get("expose", [])], name
