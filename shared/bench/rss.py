@@ -55,7 +55,9 @@ def measure(idle_seconds: float) -> list[dict[str, Any]]:
 def main() -> None:
     """Print a table of RSS per worker; write JSON with --json."""
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--idle", type=float, default=10.0, help="Seconds to idle after every worker is ready.")
+    parser.add_argument(
+        "--idle", type=float, default=10.0, help="Seconds to idle after every worker is ready."
+    )
     parser.add_argument("--json", type=Path, help="Also write the figures here.")
     args = parser.parse_args()
     rows = measure(args.idle)

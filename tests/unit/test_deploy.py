@@ -512,7 +512,14 @@ def test_k8s_documents_have_the_right_api_versions() -> None:
         if kind != "Kustomization":
             assert doc.get("metadata", {}).get("name"), f"{path.name}: {kind} without a name"
     kinds = [doc["kind"] for _, doc in documents]
-    for kind in ("ConfigMap", "Secret", "Job", "HorizontalPodAutoscaler", "ScaledObject", "PodDisruptionBudget"):
+    for kind in (
+        "ConfigMap",
+        "Secret",
+        "Job",
+        "HorizontalPodAutoscaler",
+        "ScaledObject",
+        "PodDisruptionBudget",
+    ):
         assert kind in kinds, f"deploy/k8s lacks a {kind}"
 
 

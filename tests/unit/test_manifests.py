@@ -113,15 +113,16 @@ def validate(doc: dict[str, Any]) -> None:
 def scaled_objects() -> dict[str, dict[str, Any]]:
     """The ScaledObjects, by the Deployment each scales."""
     return {
-        doc["spec"]["scaleTargetRef"]["name"]: doc
-        for _, doc in manifests()
-        if doc["kind"] == "ScaledObject"
+        doc["spec"]["scaleTargetRef"]["name"]: doc for _, doc in manifests() if doc["kind"] == "ScaledObject"
     }
 
 
 @pytest.mark.parametrize(
     ("name", "doc"),
-    [pytest.param(name, doc, id=f"{name}:{doc['kind']}/{doc['metadata']['name']}") for name, doc in manifests()],
+    [
+        pytest.param(name, doc, id=f"{name}:{doc['kind']}/{doc['metadata']['name']}")
+        for name, doc in manifests()
+    ],
 )
 def test_manifest_matches_its_schema(name: str, doc: dict[str, Any]) -> None:
     validate(doc)
@@ -194,7 +195,9 @@ def test_triggers_name_each_worker_group_and_topic() -> None:
         assert all(trigger["type"] == "kafka" for trigger in triggers), service
         pairs = {(t["metadata"]["consumerGroup"], t["metadata"]["topic"]) for t in triggers}
         wanted = {(group_id(settings, service=service, topic=topic), topic) for topic in inputs}
-        assert pairs == wanted, f"{service}: triggers {sorted(pairs)} but the worker consumes {sorted(wanted)}"
+        assert pairs == wanted, (
+            f"{service}: triggers {sorted(pairs)} but the worker consumes {sorted(wanted)}"
+        )
         for trigger in triggers:
             metadata = trigger["metadata"]
             for key in metadata:
