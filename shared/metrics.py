@@ -2,22 +2,19 @@
 
 Message-level metrics (received, processed, failed, in progress, duration) come from FastStream's Kafka
 Prometheus middleware (``faststream_*``); the pipeline's own (``lmgpa_*``) are defined here and recorded by the
-runner (shared.worker), by wrappers around the ports (MeteredTracker, the embedding worker's MeteredEmbedder) and
-by the reconciler, never by the handlers. Every label value comes from a small fixed set (stage or service
+runner (shared.worker), by the adapters behind the ports (shared.tracking's PostgresTracker, the embedding
+worker's MeteredEmbedder) and by the reconciler, never by the handlers. Every label value comes from a small fixed set (stage or service
 names, error codes, outcomes, units): no user, class or source id is ever a label.
 """
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
-
-from shared.ports import Tracker
 
 PREFIX = "lmgpa"
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -200,35 +197,3 @@ def exposition(registry: CollectorRegistry = REGISTRY) -> bytes:
 def process_metrics() -> PipelineMetrics:
     """The metrics of this process, on the default registry (which also carries process_* and python_*)."""
     return PipelineMetrics.on(REGISTRY)
-
-
-class MeteredTracker:
-    """A Tracker that also counts finished stages and their units; the handler sees only the Tracker port."""
-
-    def __init__(self, inner: Tracker, metrics: PipelineMetrics) -> None:
-        self.inner = inner
-        self.metrics = metrics
-
-    async def started(
-        self, source_id: uuid.UUID, stage: str, *, units_total: int | None = None, unit: str | None = None
-    ) -> None:
-        """A stage began."""
-        await self.inner.started(source_id, stage, units_total=units_total, unit=unit)
-
-    async def progressed(
-        self, source_id: uuid.UUID, stage: str, *, units_done: int, units_total: int | None = None
-    ) -> None:
-        """Heartbeat with progress."""
-        await self.inner.progressed(source_id, stage, units_done=units_done, units_total=units_total)
-
-    async def finished(
-        self,
-        source_id: uuid.UUID,
-        stage: str,
-        *,
-        units_done: int | None = None,
-        next_stage: str | None = None,
-    ) -> None:
-        """A stage completed: counted once the tracker's own write succeeded."""
-        await self.inner.finished(source_id, stage, units_done=units_done, next_stage=next_stage)
-        self.metrics.finished(stage, units_done)

@@ -17,10 +17,8 @@ from prometheus_client import REGISTRY
 from shared.broker import expire_instead_of_leaving, make_broker
 from shared.db.pool import create_pool
 from shared.logging import configure_logging, get_logger
-from shared.metrics import CONTENT_TYPE, MeteredTracker, PipelineMetrics, exposition, process_metrics
-from shared.ports import Tracker
+from shared.metrics import CONTENT_TYPE, PipelineMetrics, exposition, process_metrics
 from shared.settings import Settings, get_settings
-from shared.tracking import PostgresTracker
 from shared.worker import Worker
 
 Lifespan = Callable[[], AbstractAsyncContextManager[None]]
@@ -73,10 +71,6 @@ class Runtime:
             self.metrics.ready.labels(service=self.service).set(0)
             await self.pool.close()
             log.info("worker_stopped")
-
-    def tracker(self) -> Tracker:
-        """The stage tracker handlers receive: PostgreSQL's, counting finished stages and units as it goes."""
-        return MeteredTracker(PostgresTracker(self.pool), self.metrics)
 
     def ready(self) -> bool:
         """Loaded, and every subscription's consumer has joined its group (it has a generation)."""

@@ -15,6 +15,7 @@ from shared.events import topics
 from shared.events.models import TextbookPagesQueued, TextbookUploaded
 from shared.service import Runtime
 from shared.storage import LocalStorage
+from shared.tracking import PostgresTracker
 
 # Scanned pages go through Tesseract, which is faster single-threaded here.
 os.environ["OMP_THREAD_LIMIT"] = "1"
@@ -46,7 +47,7 @@ async def on_textbook_uploaded(message: KafkaMessage) -> None:
             event,
             books=books,
             rows=PostgresBookRows(runtime.pool),
-            tracker=runtime.tracker(),
+            tracker=PostgresTracker(runtime.pool),
             limits=limits,
         ),
     )
@@ -61,7 +62,7 @@ async def on_textbook_pages(message: KafkaMessage) -> None:
         message.raw_message,
         TextbookPagesQueued,
         lambda event: chunk_textbook(
-            event, books=books, rows=PostgresBookRows(runtime.pool), tracker=runtime.tracker()
+            event, books=books, rows=PostgresBookRows(runtime.pool), tracker=PostgresTracker(runtime.pool)
         ),
     )
 

@@ -15,6 +15,7 @@ from shared.embedder import SentenceEmbedder
 from shared.events import topics
 from shared.events.models import TextExtracted
 from shared.service import Runtime
+from shared.tracking import PostgresTracker
 
 runtime = Runtime(SERVICE)
 broker = runtime.broker
@@ -58,7 +59,7 @@ async def on_text_extracted(message: KafkaMessage) -> None:
             events,
             chunker=models.chunker,
             embedder=models.embedder,
-            tracker=runtime.tracker(),
+            tracker=PostgresTracker(runtime.pool),
         ),
     )
 

@@ -13,6 +13,7 @@ from shared.broker import consumer_options
 from shared.events import topics
 from shared.events.models import ChunksEmbedded, SourceDeleted
 from shared.service import Runtime
+from shared.tracking import PostgresTracker
 from shared.vectors.chroma import ChromaStore, make_chroma_client
 from shared.vectors.qdrant import QdrantStore, make_qdrant_client
 
@@ -58,7 +59,7 @@ async def on_chunks_embedded(message: KafkaMessage) -> None:
             events,
             stores=(stores.qdrant, stores.chroma),
             ledger=PostgresLedger(runtime.pool),
-            tracker=runtime.tracker(),
+            tracker=PostgresTracker(runtime.pool),
             qdrant_collection=runtime.settings.qdrant_collection,
         ),
     )

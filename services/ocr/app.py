@@ -15,6 +15,7 @@ from shared.events import topics
 from shared.events.models import PhotoUploaded
 from shared.service import Runtime
 from shared.storage import LocalStorage
+from shared.tracking import PostgresTracker
 
 # Multi-threaded Tesseract is slower on these machines (0.75 s against 3.2 s a photo): one thread a process.
 os.environ["OMP_THREAD_LIMIT"] = "1"
@@ -41,7 +42,7 @@ async def on_photo_uploaded(message: KafkaMessage) -> None:
         message.raw_message,
         PhotoUploaded,
         lambda event: extract_text(
-            event, photos=photos, rows=PostgresPhotoRows(runtime.pool), tracker=runtime.tracker()
+            event, photos=photos, rows=PostgresPhotoRows(runtime.pool), tracker=PostgresTracker(runtime.pool)
         ),
     )
 

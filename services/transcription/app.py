@@ -15,6 +15,7 @@ from shared.events.models import AudioPieceQueued, AudioUploaded
 from shared.media.speech import make_engine
 from shared.service import Runtime
 from shared.storage import LocalStorage
+from shared.tracking import PostgresTracker
 
 runtime = Runtime(SERVICE)
 broker = runtime.broker
@@ -54,7 +55,7 @@ async def on_audio_uploaded(message: KafkaMessage) -> None:
             event,
             audio=models.audio,
             recordings=PostgresRecordings(runtime.pool),
-            tracker=runtime.tracker(),
+            tracker=PostgresTracker(runtime.pool),
             limits=limits,
         ),
     )
@@ -72,7 +73,7 @@ async def on_audio_piece(message: KafkaMessage) -> None:
             event,
             audio=models.audio,
             recordings=PostgresRecordings(runtime.pool),
-            tracker=runtime.tracker(),
+            tracker=PostgresTracker(runtime.pool),
         ),
     )
 

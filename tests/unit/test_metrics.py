@@ -14,10 +14,12 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from services.embedding.adapters import MeteredEmbedder
+from shared import tracking
 from shared.errors import TransientError
-from shared.metrics import MeteredTracker, PipelineMetrics
+from shared.metrics import PipelineMetrics
 from shared.service import Runtime, _joined
 from shared.settings import Settings
+from shared.tracking import PostgresTracker
 from shared.worker import Worker
 
 
@@ -36,38 +38,54 @@ def value(registry: CollectorRegistry, name: str, **labels: str) -> float:
     return registry.get_sample_value(name, labels) or 0.0
 
 
-class FakeTracker:
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, str, int | None]] = []
+class FakeConnection:
+    def transaction(self) -> FakeConnection:
+        return self
 
-    async def started(
-        self, source_id: uuid.UUID, stage: str, *, units_total: int | None = None, unit: str | None = None
-    ) -> None:
-        self.calls.append(("started", stage, units_total))
+    async def __aenter__(self) -> FakeConnection:
+        return self
 
-    async def progressed(
-        self, source_id: uuid.UUID, stage: str, *, units_done: int, units_total: int | None = None
-    ) -> None:
-        self.calls.append(("progressed", stage, units_done))
+    async def __aexit__(self, *exc: object) -> None:
+        return None
 
-    async def finished(
-        self,
-        source_id: uuid.UUID,
-        stage: str,
-        *,
-        units_done: int | None = None,
-        next_stage: str | None = None,
-    ) -> None:
+
+class FakePool:
+    def acquire(self) -> FakeConnection:
+        return FakeConnection()
+
+
+@pytest.fixture
+def written(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str, int | None]]:
+    """The tracker's writes, in place of shared.db.jobs; a stage named `broken` fails as the database would."""
+    calls: list[tuple[str, str, int | None]] = []
+
+    async def finish_stage(conn: object, *, source_id: uuid.UUID, stage: str, units_done: int | None) -> None:
         if stage == "broken":
             raise TransientError("database_unavailable", "down")
-        self.calls.append(("finished", stage, units_done))
+        calls.append(("finished", stage, units_done))
+
+    async def enqueue_stage(conn: object, *, source_id: uuid.UUID, stage: str) -> None:
+        calls.append(("enqueued", stage, None))
+
+    async def progress_stage(pool: object, **kwargs: Any) -> None:
+        calls.append(("progressed", kwargs["stage"], kwargs["units_done"]))
+
+    async def start_stage(pool: object, **kwargs: Any) -> None:
+        calls.append(("started", kwargs["stage"], kwargs["units_total"]))
+
+    for fake in (finish_stage, enqueue_stage, progress_stage, start_stage):
+        monkeypatch.setattr(tracking.jobs, fake.__name__, fake)
+    return calls
+
+
+def tracker_on(metrics: PipelineMetrics) -> PostgresTracker:
+    return PostgresTracker(cast(Any, FakePool()), metrics)
 
 
 async def test_the_tracker_counts_finished_stages_in_their_units(
-    registry: CollectorRegistry, metrics: PipelineMetrics
+    registry: CollectorRegistry, metrics: PipelineMetrics, written: list[tuple[str, str, int | None]]
 ) -> None:
-    inner = FakeTracker()
-    tracker = MeteredTracker(inner, metrics)
+    tracker = tracker_on(metrics)
     source = uuid.uuid4()
     await tracker.started(source, "chunking", units_total=288, unit="pages")
     await tracker.progressed(source, "chunking", units_done=100, units_total=288)
@@ -75,7 +93,7 @@ async def test_the_tracker_counts_finished_stages_in_their_units(
     await tracker.finished(source, "chunking", units_done=288, next_stage="embedding")
     await tracker.finished(source, "transcription", units_done=3600, next_stage="embedding")
     await tracker.finished(source, "indexing", units_done=40)
-    assert inner.calls[-1] == ("finished", "indexing", 40)  # delegated unchanged
+    assert written[-1] == ("finished", "indexing", 40)  # the database write happened
     assert value(registry, "lmgpa_stage_units_total", stage="chunking", unit="pages") == 288
     assert value(registry, "lmgpa_stage_units_total", stage="transcription", unit="seconds") == 3600
     assert value(registry, "lmgpa_stage_units_total", stage="indexing", unit="chunks") == 40
@@ -85,19 +103,18 @@ async def test_the_tracker_counts_finished_stages_in_their_units(
 
 
 async def test_a_tracker_write_that_fails_counts_nothing(
-    registry: CollectorRegistry, metrics: PipelineMetrics
+    registry: CollectorRegistry, metrics: PipelineMetrics, written: list[tuple[str, str, int | None]]
 ) -> None:
-    tracker = MeteredTracker(FakeTracker(), metrics)
     with pytest.raises(TransientError):
-        await tracker.finished(uuid.uuid4(), "broken", units_done=5)
+        await tracker_on(metrics).finished(uuid.uuid4(), "broken", units_done=5)
     assert value(registry, "lmgpa_stage_completed_total", stage="broken") == 0
 
 
 async def test_embedding_tracker_units_are_left_to_the_embedder(
-    registry: CollectorRegistry, metrics: PipelineMetrics
+    registry: CollectorRegistry, metrics: PipelineMetrics, written: list[tuple[str, str, int | None]]
 ) -> None:
     """Embedding's tracker reports parts for a many-part source: its chunks are counted by the model wrapper."""
-    await MeteredTracker(FakeTracker(), metrics).finished(uuid.uuid4(), "embedding", units_done=3)
+    await tracker_on(metrics).finished(uuid.uuid4(), "embedding", units_done=3)
     assert value(registry, "lmgpa_stage_units_total", stage="embedding", unit="chunks") == 0
     assert value(registry, "lmgpa_stage_completed_total", stage="embedding") == 1
 
