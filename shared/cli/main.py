@@ -561,10 +561,10 @@ def reprocess(
 def mcp_server(
     user: UserOpt = ...,  # type: ignore[assignment]
 ) -> None:
-    """Serve the MCP debugging tools over Chroma on stdin/stdout, bound to one student's collections only."""
+    """Serve the MCP debugging and diagnosis tools on stdin/stdout, bound to one student's data only."""
     from shared.mcp.server import serve_stdio
 
-    asyncio.run(serve_stdio(settings("chroma_url"), user_id=user))
+    asyncio.run(serve_stdio(settings("chroma_url", "database_url", "qdrant_url"), user_id=user))
 
 
 @dlq.command("list")
