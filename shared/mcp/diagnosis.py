@@ -413,10 +413,10 @@ def reasons_not_found(
         reasons.append(f"it is not completed: {state_line}")
     by_store = {r.store: r for r in ranks}
     if all(r.chunks == 0 for r in ranks):
-        if job.status == "completed" or job.chunk_count == 0:
-            reasons.append("it has no chunks in either store: nothing of it can be found")
-        else:
+        if job.status in ("pending", "processing"):
             reasons.append("it has no chunks in either store yet")
+        else:
+            reasons.append("it has no chunks in either store: nothing of it can be found")
     else:
         for r in ranks:
             others = [o.store for o in ranks if o.store != r.store and o.chunks > 0]
