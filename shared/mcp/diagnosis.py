@@ -316,7 +316,8 @@ def verdict(
             if visible != expected
         ]
         if not gaps:
-            return f"completed and searchable: {expected} chunks in PostgreSQL, Qdrant and Chroma"
+            noun = "chunk" if expected == 1 else "chunks"
+            return f"completed and searchable: {expected} {noun} in PostgreSQL, Qdrant and Chroma"
         return f"completed, but {'; '.join(gaps)} chunks: searches miss what is not visible"
     stage = next((s for s in job.stages if s.stage == job.stage), None)
     since = (stage.started_at or stage.enqueued_at) if stage is not None else job.created_at

@@ -298,8 +298,10 @@ async def test_why_not_found_ranks_the_source_in_both_stores_and_says_why(
             query="phases of mitosis and cytokinesis",
             source_id=str(made.completed),
         )
-        chroma = {r["store"]: r for r in below["ranks"]}["chroma"]
-        assert chroma["source_rank"] == 2 and chroma["sources_above"] == ["Cell division"]
+        capture("why_not_found completed, a query about another note", below)
+        ranks = {r["store"]: r for r in below["ranks"]}
+        assert ranks["chroma"]["source_rank"] == 2 and ranks["chroma"]["sources_above"] == ["Cell division"]
+        assert ranks["qdrant"]["chunk_rank"] != 1 and any(r.startswith("in qdrant") for r in below["reasons"])
 
         failed = await call(as_a, "why_not_found", class_id=klass, query=QUERY, source_id=str(made.failed))
         capture("why_not_found failed", failed)
@@ -388,3 +390,27 @@ async def test_a_classmates_source_is_refused_exactly_like_a_missing_one(
     async with mcp_client(pipeline, made.user_b, tmp_path) as as_b:
         own = await call(as_b, "diagnose_source", source_id=str(made.b_note))
         assert own["status"] == "completed" and own["verdict"].startswith("completed and searchable")
+
+
+async def test_a_completed_source_missing_from_one_store_is_called_out(
+    pipeline: Harness, made: Sources, tmp_path: Path
+) -> None:
+    # Its Chroma documents go (as a Chroma outage with lost data would leave it): Qdrant still has the chunk.
+    assert (
+        await pipeline.chroma.delete(user_id=made.user_a, class_id=made.class_a, source_id=made.other_note)
+        == 1
+    )
+    async with mcp_client(pipeline, made.user_a, tmp_path) as as_a:
+        diagnosis = await call(as_a, "diagnose_source", source_id=str(made.other_note))
+        capture("diagnose_source completed, gone from Chroma", diagnosis)
+        assert diagnosis["chunks"]["qdrant_visible"] == 1 and diagnosis["chunks"]["chroma_total"] == 0
+        assert diagnosis["verdict"].startswith("completed, but Chroma has 0 of 1 visible chunks")
+        why = await call(
+            as_a,
+            "why_not_found",
+            class_id=str(made.class_a),
+            query="mitosis phases",
+            source_id=str(made.other_note),
+        )
+        capture("why_not_found completed, gone from Chroma", why)
+        assert why["reasons"][0] == "its chunks are only in qdrant: chroma has none"
