@@ -610,15 +610,17 @@ class DiagnosisTools:
             also_matching=[f"{j.source_id}: {j.title}" for j in others],
         )
 
-    async def why_not_found(self, class_id: str, query: str, source_id: str | None = None) -> WhyNotFound:
+    async def why_not_found(
+        self, class_id: str, query: str, source_id: str | None = None, title: str | None = None
+    ) -> WhyNotFound:
         """Where the source's best chunk ranks for the query in each store, and why it may not be found; without a
         source, which of the user's sources in the class rank best."""
         klass = _uuid(class_id, "class_id")
         if not query.strip():
             raise ToolRefused("query is empty")
         job: JobRow | None = None
-        if source_id is not None:
-            job, _ = await self._find(source_id, None)
+        if source_id is not None or (title is not None and title.strip()):
+            job, _ = await self._find(source_id, title)
         vector = await self.embed_query(query)
         ranked: dict[str, list[SearchHit]] = {}
         indexes = {"qdrant": self.qdrant, "chroma": self.chroma}
@@ -640,7 +642,7 @@ class DiagnosisTools:
             reasons = (
                 ["no source of this user's in the class matches the query in either store"]
                 if not any(ranked.values())
-                else ["name a source_id to see where that source ranks and why it may not be found"]
+                else ["name a source (source_id or title) to see where it ranks and why it may not be found"]
             )
             return WhyNotFound(
                 query=query,

@@ -202,11 +202,14 @@ def build_server(tools: ChromaTools, diagnosis: DiagnosisTools) -> MCPServer:
         source_id: Annotated[
             str | None, Field(description="The source expected (default: show which sources rank best).")
         ] = None,
+        title: Annotated[
+            str | None, Field(description="Or the source's title (any case; part of it finds it too).")
+        ] = None,
     ) -> WhyNotFound:
         """Where a source's best chunk ranks for a query in Qdrant (the search API's mode) and Chroma, with its
         score and an excerpt, and every reason it may not be found; without a source, the class's best sources."""
         with _answers(*_ALL_SERVERS):
-            return await diagnosis.why_not_found(class_id, query, source_id)
+            return await diagnosis.why_not_found(class_id, query, source_id, title)
 
     return server
 

@@ -311,7 +311,8 @@ async def test_why_not_found_ranks_the_source_in_both_stores_and_says_why(
         assert "it has no chunks in either store: nothing of it can be found" in failed["reasons"]
         assert all(r["chunk_rank"] is None and r["chunks"] == 0 for r in failed["ranks"])
 
-        stuck = await call(as_a, "why_not_found", class_id=klass, query=QUERY, source_id=str(made.stuck))
+        stuck = await call(as_a, "why_not_found", class_id=klass, query=QUERY, title="lecture recording")
+        assert stuck["source_id"] == str(made.stuck)
         capture("why_not_found stuck", stuck)
         assert any(r.startswith("it is not completed: stuck in transcription") for r in stuck["reasons"])
         assert "it has no chunks in either store yet" in stuck["reasons"]
@@ -375,6 +376,11 @@ async def test_a_classmates_source_is_refused_exactly_like_a_missing_one(
                 "why_not_found",
                 {"class_id": str(made.class_b), "query": QUERY, "source_id": str(made.b_note)},
                 {"class_id": str(made.class_b), "query": QUERY, "source_id": str(uuid.uuid4())},
+            ),
+            "why_not_found by title": (
+                "why_not_found",
+                {"class_id": str(made.class_a), "query": QUERY, "title": "B's photosynthesis"},
+                {"class_id": str(made.class_a), "query": QUERY, "title": "No such title"},
             ),
         }
         for what, (tool, theirs, missing) in calls.items():

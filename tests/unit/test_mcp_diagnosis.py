@@ -489,6 +489,11 @@ async def test_why_not_found_ranks_the_source_in_each_store(world: Any) -> None:
     gone = await tools.why_not_found(str(CLASS), "derivative", str(jobs["calculus"].source_id))
     assert gone.reasons == ["its chunks are only in chroma: qdrant has none"]
 
+    by_title = await tools.why_not_found(str(CLASS), "derivative", title="calculus")
+    assert by_title.source_id == str(jobs["calculus"].source_id)
+    with pytest.raises(SourceNotFound):
+        await tools.why_not_found(str(CLASS), "derivative", title="Calculus notes (theirs)")
+
     anywhere = await tools.why_not_found(str(CLASS), "cell")
     assert anywhere.ranks == [] and [s.title for s in anywhere.best_sources["chroma"]] == [
         f"title {jobs['biology'].source_id}"
