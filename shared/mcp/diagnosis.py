@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from shared.db.jobs import JobRow, StageRow
 from shared.db.outbox import Pending
@@ -31,7 +31,6 @@ from shared.mcp.tools import (
     QueryEmbedder,
     SearchResult,
     ToolRefused,
-    _Result,
     check_limit,
 )
 from shared.vectors.records import SEARCH_MODES, ScoreKind, SearchHit, SearchMode
@@ -131,6 +130,10 @@ class ChunkIndex(Protocol):
 
 
 # ---------------------------------------------------------------------------------------------- the results
+
+
+class _Result(BaseModel):
+    model_config = ConfigDict(frozen=True)
 
 
 class StageReport(_Result):

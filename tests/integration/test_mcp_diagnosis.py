@@ -187,6 +187,7 @@ async def mcp_client(pipeline: Harness, user: uuid.UUID, tmp_path: Path) -> Asyn
             "LMGPA_QDRANT_GRPC_PORT": str(cfg.qdrant_grpc_port),
             "LMGPA_QDRANT_COLLECTION": cfg.qdrant_collection,
             "LMGPA_STALL_SECONDS": str(STALL_SECONDS),
+            "LMGPA_SEARCH_MODE": "sparse",  # the service's default, pinned: the ranks below depend on it
             "LMGPA_DEV_HOME": str(tmp_path / "no-stack"),
             "HF_HUB_OFFLINE": "1",
             "TRANSFORMERS_OFFLINE": "1",
@@ -281,7 +282,7 @@ async def test_why_not_found_ranks_the_source_in_both_stores_and_says_why(
         capture("why_not_found completed", found)
         ranks = {r["store"]: r for r in found["ranks"]}
         assert set(ranks) == {"qdrant", "chroma"}
-        assert ranks["qdrant"]["ranking"].startswith(pipeline.settings.search_mode)
+        assert ranks["qdrant"]["ranking"] == "sparse (bm25)"
         for rank in ranks.values():
             assert (rank["chunk_rank"], rank["source_rank"]) == (1, 1), rank
             assert "rubisco" in rank["excerpt"] and rank["best_score"] > 0
@@ -337,7 +338,7 @@ async def test_qdrant_search_reads_qdrant_as_the_search_api_does(
     async with mcp_client(pipeline, made.user_a, tmp_path) as as_a:
         found = await call(as_a, "qdrant_search", class_id=str(made.class_a), query=QUERY, limit=3)
         capture("qdrant_search", found)
-        assert found["mode"] == pipeline.settings.search_mode
+        assert found["mode"] == "sparse" and {h["score_kind"] for h in found["hits"]} == {"bm25"}
         hits = found["hits"]
         assert hits and hits[0]["metadata"]["source_id"] == str(made.completed)
         assert {h["metadata"]["user_id"] for h in hits} == {str(made.user_a)}
