@@ -97,9 +97,14 @@ def consumer_options(settings: Settings, *, service: str, topic: str, batch: boo
         "max_poll_interval_ms": settings.max_poll_interval_ms,
         "session_timeout_ms": settings.session_timeout_ms,
         "heartbeat_interval_ms": max(settings.session_timeout_ms // 3, 500),
+        "fetch_max_wait_ms": settings.fetch_max_wait_ms,
     }
     if batch:
-        options |= {"batch": True, "max_records": settings.batch_max_records, "batch_timeout_ms": 200}
+        options |= {
+            "batch": True,
+            "max_records": settings.batch_max_records,
+            "batch_timeout_ms": settings.batch_timeout_ms,
+        }
     return options
 
 

@@ -99,6 +99,25 @@ class Settings(BaseSettings):
         description="Deliveries of a message that keeps failing transiently, or that never finish (its worker died), before it is dead-lettered.",
     )
     batch_max_records: int = Field(default=64, ge=1, description="Messages per batch for batching workers.")
+    fetch_max_wait_ms: int = Field(
+        default=25,
+        ge=1,
+        le=500,
+        description=(
+            "How long the broker may hold an empty fetch. Tansu holds it for all of it even when a message "
+            "arrives, so this is a floor under each hop's latency (500, the Kafka default, made a typed note "
+            "wait about 200 ms at each of its hops; bench-notes)."
+        ),
+    )
+    batch_timeout_ms: int = Field(
+        default=25,
+        ge=1,
+        le=1000,
+        description=(
+            "How long a batching worker waits for a batch, and then sleeps, when its topic is empty (FastStream "
+            "sleeps as long again after an empty poll); a busy topic's batches are taken as soon as they arrive."
+        ),
+    )
 
     embedding_model_path: Path | None = Field(
         default=None,
@@ -109,6 +128,14 @@ class Settings(BaseSettings):
         default=384, ge=1, description="Vector size of the model (Qdrant collection)."
     )
     embedding_batch_size: int = Field(default=32, ge=1)
+    embedding_streams: int | None = Field(
+        default=None,
+        ge=1,
+        description=(
+            "OpenVINO kernels: inference requests run side by side, sharing the process's cores "
+            "(default: one per core, each on one thread; 1 = one request on every core)."
+        ),
+    )
     embedding_backend: Literal[
         "auto", "torch-fp32", "onnx-fp32", "openvino-fp32", "openvino-bf16", "openvino-int8"
     ] = Field(
