@@ -69,6 +69,7 @@ class PostgresDirectory:
                 source_id=event.source_id,
                 sha256=content_key.sha256 if content_key else None,
                 pipeline_version=content_key.pipeline_version if content_key else None,
+                recompute=True,
             )
             if from_stage == "upload":
                 await sources.reset_status(conn, kind=event.kind, source_id=event.source_id)

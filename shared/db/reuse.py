@@ -50,14 +50,22 @@ class Donor:
 
 
 async def set_content_key(
-    conn: Executor, *, source_id: uuid.UUID, sha256: str | None, pipeline_version: str | None
+    conn: Executor,
+    *,
+    source_id: uuid.UUID,
+    sha256: str | None,
+    pipeline_version: str | None,
+    recompute: bool = False,
 ) -> None:
-    """Record what the source's results will be keyed by (None: the file is not there, never a donor)."""
+    """Record what the source's results will be keyed by (None: the file is not there, never a donor);
+    ``recompute`` (a reprocess) also forgets that its previous results were copied."""
     await conn.execute(
-        "UPDATE ingest_jobs SET content_sha256 = $2, pipeline_version = $3 WHERE source_id = $1",
+        "UPDATE ingest_jobs SET content_sha256 = $2, pipeline_version = $3, reused = reused AND NOT $4 "
+        "WHERE source_id = $1",
         source_id,
         sha256,
         pipeline_version,
+        recompute,
     )
 
 

@@ -237,3 +237,12 @@ async def test_a_redelivery_whose_job_completed_meanwhile_announces_nothing_twic
     again, _ = await run(stores, ledger)
     assert len(first) == 1 and again == []
     assert len(stores[0].of(TARGET)) == CHUNKS, "the same ids: a second copy overwrites, never doubles"
+
+
+def test_a_reuse_in_progress_is_kept_for_the_reconciler_to_redrive() -> None:
+    from shared.db.outbox import entry_for
+
+    entry = entry_for(queued())
+    assert entry is not None
+    assert (entry.consumer, entry.source_id) == ("indexing", TARGET.source_id)
+    assert ContentReuseQueued.model_validate_json(entry.payload) == queued()

@@ -453,7 +453,7 @@ class FakeFingerprints:
     async def content_key(self, stored: StoredFile, kind: str) -> ContentKey:
         self.asked.append((stored.path, kind))
         return ContentKey(
-            sha256=format(abs(hash(stored.path)) % 16**64, "064x"), pipeline_version=self.version
+            sha256=hashlib.sha256(str(stored.path).encode()).hexdigest(), pipeline_version=self.version
         )
 
 
