@@ -242,7 +242,8 @@ async def test_a_redelivery_whose_job_completed_meanwhile_announces_nothing_twic
 def test_a_reuse_in_progress_is_kept_for_the_reconciler_to_redrive() -> None:
     from shared.db.outbox import entry_for
 
-    entry = entry_for(queued())
+    event = queued()
+    entry = entry_for(event)
     assert entry is not None
     assert (entry.consumer, entry.source_id) == ("indexing", TARGET.source_id)
-    assert ContentReuseQueued.model_validate_json(entry.payload) == queued()
+    assert ContentReuseQueued.model_validate_json(entry.payload) == event
