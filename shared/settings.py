@@ -150,6 +150,13 @@ class Settings(BaseSettings):
         default=32, ge=0, description="Word pieces shared by consecutive chunks."
     )
 
+    reuse_identical_uploads: bool = Field(
+        default=True,
+        description=(
+            "An upload whose file has the same SHA-256 and pipeline version (shared/pipeline_version.py) as a "
+            "completed source of the same kind copies that source's vectors and rows instead of computing them."
+        ),
+    )
     max_note_chars: int = Field(default=2_000_000, ge=1, description="Largest note accepted, in characters.")
 
     whisper_engine: Literal["faster-whisper", "openai-whisper"] = Field(

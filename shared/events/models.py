@@ -199,6 +199,19 @@ class TextbookUploaded(_MediaUploaded):
     event_type: Literal["TextbookUploaded"] = "TextbookUploaded"
 
 
+class ContentReuseQueued(_MediaUploaded):
+    """An accepted upload whose bytes a completed source has, under the same pipeline version: the indexing
+    worker copies that source's vectors and rows under this one's ids, or falls back to the kind's normal path."""
+
+    TOPIC: ClassVar[str] = topics.CONTENT_REUSE
+    event_type: Literal["ContentReuseQueued"] = "ContentReuseQueued"
+
+    content_sha256: str = Field(pattern="^[0-9a-f]{64}$", description="SHA-256 of the uploaded file.")
+    pipeline_version: str = Field(
+        pattern="^[0-9a-f]{64}$", description="Digest of every setting the results depend on."
+    )
+
+
 class AudioPieceQueued(_SourceEvent):
     """One span of a recording for any transcription replica: cut at a quiet moment, never mid-word."""
 
@@ -418,6 +431,7 @@ EVENT_MODELS: tuple[type[Envelope], ...] = (
     AudioUploaded,
     PhotoUploaded,
     TextbookUploaded,
+    ContentReuseQueued,
     AudioPieceQueued,
     TextbookPagesQueued,
     TextExtracted,

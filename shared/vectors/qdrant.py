@@ -24,12 +24,14 @@ from shared.events.models import SourceRef
 from shared.settings import Settings
 from shared.vectors.records import (
     DEFAULT_SEARCH_MODE,
+    DonorVectors,
     ScoreKind,
     SearchHit,
     SearchMode,
     SharedSource,
     VectorRecord,
     newest_generation_only,
+    rekeyed,
 )
 
 UPSERT_BATCH = 128
@@ -418,6 +420,53 @@ class QdrantStore:
             records.extend(page)
             if offset is None:
                 return records
+
+    async def copy_source(self, donor: DonorVectors, target: SourceRef) -> int:
+        """Copy one generation of a donor's points (the dense and the BM25 vector as stored, the chunk's text and
+        content fields) under the target's ids, owner, class and title, hidden; returns how many were copied."""
+        flt = _filter(user_id=donor.user_id, source_id=donor.source_id)
+        this = models.FieldCondition(key="generation", match=models.MatchValue(value=donor.generation))
+        flt = models.Filter(must=[*(flt.must or []), this])
+        copied = 0
+        offset: Any = None
+        with _transient_when_down():
+            while True:
+                page, offset = await self.client.scroll(
+                    self.collection,
+                    scroll_filter=flt,
+                    limit=UPSERT_BATCH,
+                    offset=offset,
+                    with_payload=True,
+                    with_vectors=True,
+                )
+                points = []
+                for point in page:
+                    payload = dict(point.payload or {})
+                    record = rekeyed(
+                        target, payload, vector=dense_vector(point), document=str(payload.get("text", ""))
+                    )
+                    vectors: dict[str, Any] = {DENSE: record.vector}
+                    stored = point.vector.get(BM25) if isinstance(point.vector, dict) else None
+                    if isinstance(stored, models.SparseVector):
+                        vectors[BM25] = stored  # term weights of the same text: copied, not recomputed
+                    elif self.bm25:
+                        vectors[BM25] = models.Document(text=record.document, model=BM25_MODEL)
+                    points.append(
+                        models.PointStruct(
+                            id=record.point_id,
+                            vector=vectors,
+                            payload={
+                                **record.metadata,
+                                "document_id": record.document_id,
+                                "text": record.document,
+                            },
+                        )
+                    )
+                if points:
+                    await self.client.upsert(self.collection, points=points, wait=True)
+                copied += len(points)
+                if offset is None:
+                    return copied
 
     async def delete(
         self,
