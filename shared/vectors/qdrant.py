@@ -19,7 +19,7 @@ import httpx
 from qdrant_client import AsyncQdrantClient, models
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
-from shared.errors import PipelineError, TransientError
+from shared.errors import PermanentError, PipelineError, TransientError
 from shared.events.models import SourceRef
 from shared.settings import Settings
 from shared.vectors.records import (
@@ -50,6 +50,24 @@ DEFAULT_FUSION = RRF
 _GRPC_TRANSIENT = frozenset(
     {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED}
 )
+_GRPC_REFUSED = frozenset(
+    {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION}
+)
+_HTTP_TRANSIENT = frozenset({408, 429})
+"""Request timeout and too many requests: Qdrant busy, not the request wrong."""
+
+
+def _reason(error: UnexpectedResponse) -> str:
+    """Qdrant's own words for a refusal (its JSON status.error), else the raw body, short."""
+    try:
+        detail = error.structured().get("status", {})
+        if isinstance(detail, dict) and detail.get("error"):
+            return str(detail["error"])[:300]
+    except ValueError:
+        pass
+    return error.content.decode("utf-8", "replace")[:300]
+
+
 PAYLOAD_INDEXES: dict[str, models.PayloadSchemaType | models.KeywordIndexParams] = {
     "user_id": models.KeywordIndexParams(type=models.KeywordIndexType.KEYWORD, is_tenant=True),
     "class_id": models.PayloadSchemaType.KEYWORD,
@@ -63,14 +81,27 @@ PAYLOAD_INDEXES: dict[str, models.PayloadSchemaType | models.KeywordIndexParams]
 
 @contextmanager
 def _transient_when_down() -> Iterator[None]:
-    """Qdrant unreachable, restarting or refusing for load is transient (retry), over REST or gRPC."""
+    """Qdrant unreachable, restarting or refusing for load is transient (retry), over REST or gRPC; a request
+    it refuses as such (any other 4xx: a wrong vector size, a missing collection) is permanent, with its reason:
+    retrying the same request cannot help, and redelivering it five times only hides the cause."""
     try:
         yield
-    except (ResponseHandlingException, UnexpectedResponse, httpx.TransportError) as error:
+    except UnexpectedResponse as error:
+        status = error.status_code
+        if status is not None and 400 <= status < 500 and status not in _HTTP_TRANSIENT:
+            raise PermanentError(
+                "qdrant_rejected", f"Qdrant refused the request ({status}): {_reason(error)}"
+            ) from error
+        raise TransientError("qdrant_unavailable", str(error)[:300]) from error
+    except (ResponseHandlingException, httpx.TransportError) as error:
         raise TransientError("qdrant_unavailable", str(error)[:300]) from error
     except grpc.aio.AioRpcError as error:
         if error.code() in _GRPC_TRANSIENT:
             raise TransientError("qdrant_unavailable", str(error)[:300]) from error
+        if error.code() in _GRPC_REFUSED:
+            raise PermanentError(
+                "qdrant_rejected", f"Qdrant refused the request: {error.details()}"[:400]
+            ) from error
         raise
 
 
