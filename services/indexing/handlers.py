@@ -4,6 +4,7 @@ stores (chunks in flight included)."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Sequence
 from typing import Protocol
@@ -217,8 +218,8 @@ async def reuse_content(
             content_type=source.content_type,
             generation=donor.generation,
         )
-        for store in stores:
-            copied.append(await store.copy_source(vectors, source))
+        # The stores are separate servers: copy into both at once.
+        copied = list(await asyncio.gather(*(store.copy_source(vectors, source) for store in stores)))
     if donor is None or any(n != donor.chunk_count for n in copied):
         for store in stores:  # a short copy is removed whole; the normal path writes the same ids anyway
             await store.delete(user_id=source.user_id, class_id=source.class_id, source_id=source.source_id)
@@ -228,8 +229,7 @@ async def reuse_content(
         for store in stores:
             await store.delete(user_id=source.user_id, class_id=source.class_id, source_id=source.source_id)
         raise PermanentError("deleted", "the source was deleted")
-    for store in stores:
-        await store.promote(source)
+    await asyncio.gather(*(store.promote(source) for store in stores))
     if not await ledger.complete_reuse(source, donor):
         return []
     await tracker.finished(source.source_id, SERVICE, units_done=donor.chunk_count)
