@@ -16,6 +16,7 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from faststream.kafka import KafkaBroker
 
+from shared import tracing
 from shared.broker import make_broker, publish
 from shared.cli.errors import CliError
 from shared.db import inbox, jobs, outbox, owners
@@ -61,6 +62,7 @@ async def ingest_source(
         text = decode_note(path.read_bytes())
     if text is not None:
         require_text(text)
+    traced = tracing.configure_tracing(settings, service="cli")
     pool = await create_pool(settings.database_dsn(), max_size=2)
     try:
         if create_owner:
@@ -84,6 +86,10 @@ async def ingest_source(
             text=text,
             size_bytes=path.stat().st_size if path else None,
         )
+        with tracing.root_span(
+            "lmgpa ingest", **{"lmgpa.kind": kind, "lmgpa.source_id": str(event.source_id)}
+        ):
+            event = tracing.stamp(event)  # the upload's trace begins here when this process traces
         # As a backend should: the upload is kept in the outbox before it is published, so a broker that loses
         # it before the upload worker takes it does not lose the student's work (the reconciler re-drives it).
         kept = outbox.entry_for(event)
@@ -121,6 +127,8 @@ async def ingest_source(
         return {**result, **(_job_dict(job) if job else {}), "status": "timed_out"}
     finally:
         await pool.close()
+        if traced:
+            tracing.shutdown()
 
 
 async def _check_owner(pool: asyncpg.Pool, *, user_id: uuid.UUID, class_id: uuid.UUID) -> None:
