@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import json
 import os
@@ -306,6 +307,50 @@ def dev_ps() -> None:
     for row in rows:
         typer.echo(
             "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + "  " + row[3]
+        )
+
+
+@app.command()
+def top(
+    interval: Annotated[float, typer.Option(help="Seconds between refreshes.", min=0.2)] = 2.0,
+    once: Annotated[
+        bool, typer.Option("--once", help="Print one frame and exit (logs, scripts, tests).")
+    ] = False,
+    window: Annotated[float, typer.Option(help="Seconds the rates are averaged over.", min=1)] = 60.0,
+    failures_window: Annotated[
+        float, typer.Option("--failures-window", help="Seconds of failures shown.", min=1)
+    ] = 3600.0,
+    limit: Annotated[int, typer.Option(help="Sources shown in flight (the longest silent first).")] = 15,
+) -> None:
+    """A live view of the pipeline: each stage's load and rates, sources in flight and stalled, failures by
+    error code, dead letters, and each worker's /metrics. Plain terminal output: usable over SSH."""
+    from rich.console import Console
+
+    from shared.cli.top import WorkerEndpoint, run
+
+    cfg = settings("database_url")
+    state = stack.load_state(SESSION.stack_home) if SESSION.stack_home is not None else None
+    workers = [
+        WorkerEndpoint(
+            f"{w.service}-{w.replica}",
+            f"http://{cfg.http_host}:{w.http_port}/metrics" if w.http_port else None,
+        )
+        for w in (state.workers if state is not None else [])
+    ]
+    # Not on a terminal (a pipe, a log, a test): wide enough that no column is cut.
+    console = Console() if sys.stdout.isatty() else Console(width=160)
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how a live view ends
+        asyncio.run(
+            run(
+                cfg,
+                workers,
+                console=console,
+                interval=interval,
+                once=once,
+                window_seconds=window,
+                failures_window_seconds=failures_window,
+                limit=limit,
+            )
         )
 
 
