@@ -9,17 +9,20 @@ import json
 import os
 import sys
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 
 import typer
 
 from shared.devstack import stack
 from shared.events import topics
 from shared.settings import Settings
+
+if TYPE_CHECKING:
+    from shared.cli.progress import StageBars
 
 # Plain help (rich_markup_mode=None): flags read as flags, without a `<bool>` value to type.
 app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False, rich_markup_mode=None)
@@ -388,20 +391,62 @@ def ingest(
         raise typer.BadParameter(
             f"cannot tell the kind from the file name: pass --kind ({' | '.join(get_args(Kind))})"
         )
-    result = asyncio.run(
-        ingest_source(
-            settings("database_url", "kafka_bootstrap_servers"),
-            path=path,
-            note=note,
-            kind=chosen,
-            user_id=user,
-            class_id=class_,
-            title=title,
-            create_owner=create_owner,
-            wait=wait,
-            wait_seconds=timeout,
+    cfg = settings("database_url", "kafka_bootstrap_servers")
+    with _stage_bars(wait and not as_json) as bars:
+        result = asyncio.run(
+            ingest_source(
+                cfg,
+                path=path,
+                note=note,
+                kind=chosen,
+                user_id=user,
+                class_id=class_,
+                title=title,
+                create_owner=create_owner,
+                wait=wait,
+                wait_seconds=timeout,
+                on_progress=bars.update if bars else None,
+            )
         )
-    )
+    _report_outcome(result, as_json=as_json, waited=wait)
+
+
+@app.command()
+def watch(
+    source_id: Annotated[
+        uuid.UUID, typer.Argument(help="The source to follow (as `lmgpa ingest` printed it).")
+    ],
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for it to finish.")] = 3600.0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Follow one source until it is indexed or failed: on a terminal, a progress bar per stage (pages,
+    seconds of audio, chunks); otherwise (or with --json) only the outcome, as `ingest --wait` reports it."""
+    from shared.cli.backend import watch_source
+
+    cfg = settings("database_url")
+    with _stage_bars(not as_json) as bars:
+        result = asyncio.run(
+            watch_source(cfg, source_id, wait_seconds=timeout, on_progress=bars.update if bars else None)
+        )
+    _report_outcome(result, as_json=as_json, waited=True)
+
+
+@contextlib.contextmanager
+def _stage_bars(wanted: bool) -> Iterator[StageBars | None]:
+    """Progress bars per stage on a terminal; None (today's quiet wait) when not wanted or not a TTY."""
+    if not wanted or not sys.stdout.isatty():
+        yield None
+        return
+    from rich.console import Console
+
+    from shared.cli.progress import StageBars
+
+    with StageBars(Console()) as bars:
+        yield bars
+
+
+def _report_outcome(result: dict[str, Any], *, as_json: bool, waited: bool) -> None:
+    """The one line (or the JSON) `ingest` and `watch` end with, and their exit code."""
     if as_json:
         _emit(result)
     else:
@@ -411,7 +456,7 @@ def ingest(
         if result.get("chunk_count") is not None:
             line += f", {_count(result['chunk_count'], 'chunk')}"
         typer.echo(line)
-    if wait and result["status"] not in ("completed",):
+    if waited and result["status"] not in ("completed",):
         raise typer.Exit(1 if result["status"] == "failed" else 2)
 
 
