@@ -3,10 +3,11 @@ pipeline records in PostgreSQL (ingest_stages: pages, seconds of audio, chunks, 
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from types import TracebackType
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, TaskID, TextColumn
 
 from shared.db.jobs import JobRow, StageRow
 
@@ -19,6 +20,15 @@ def _label(stage: StageRow) -> str:
     )
 
 
+def _elapsed(stage: StageRow, now: datetime) -> str:
+    """How long the stage has worked (from its start to its end, or to now): the database's clock, not ours."""
+    if stage.started_at is None:
+        return ""
+    seconds = int(((stage.finished_at or now) - stage.started_at).total_seconds())
+    minutes, secs = divmod(max(seconds, 0), 60)
+    return f"{minutes // 60:d}:{minutes % 60:02d}:{secs:02d}"
+
+
 class StageBars:
     """A rich Progress with a bar per stage of one source, moved from its job row at each poll."""
 
@@ -28,7 +38,7 @@ class StageBars:
             BarColumn(bar_width=40),
             TextColumn("{task.fields[amount]:>22}"),
             TextColumn("[{task.fields[style]}]{task.fields[state]:<8}"),
-            TimeElapsedColumn(),
+            TextColumn("{task.fields[elapsed]:>8}"),
             console=console,
             transient=False,
         )
@@ -45,6 +55,7 @@ class StageBars:
 
     def update(self, job: JobRow | None) -> None:
         """Show the job's stages as they are now (a stage not begun yet has no row, so no bar yet)."""
+        now = datetime.now(UTC)
         for stage in job.stages if job is not None else ():
             done = stage.status == "completed"
             total = (
@@ -59,10 +70,16 @@ class StageBars:
                 if stage.unit
                 else ""
             )
-            state, style = _label(stage), STATE_STYLE.get(stage.status, "")
+            state, style, elapsed = _label(stage), STATE_STYLE.get(stage.status, ""), _elapsed(stage, now)
             if stage.stage not in self.tasks:
                 self.tasks[stage.stage] = self.progress.add_task(
-                    stage.stage, total=total, completed=completed, amount=amount, state=state, style=style
+                    stage.stage,
+                    total=total,
+                    completed=completed,
+                    amount=amount,
+                    state=state,
+                    style=style,
+                    elapsed=elapsed,
                 )
             else:
                 self.progress.update(
@@ -72,7 +89,6 @@ class StageBars:
                     amount=amount,
                     state=state,
                     style=style,
+                    elapsed=elapsed,
                 )
-            if stage.status in ("completed", "failed"):
-                self.progress.stop_task(self.tasks[stage.stage])  # its clock stops
         self.progress.refresh()
