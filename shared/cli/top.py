@@ -56,6 +56,7 @@ class Frame:
     stages: list[overview.StageLoad] = field(default_factory=list)
     units: list[overview.UnitsDone] = field(default_factory=list)
     in_flight_total: int = 0
+    stalled_total: int = 0
     in_flight: list[overview.InFlight] = field(default_factory=list)
     failures: list[overview.FailureCount] = field(default_factory=list)
     dead_letters: int | None = None
@@ -147,7 +148,9 @@ async def collect(
                     conn, stall_seconds=settings.stall_seconds, window_seconds=window_seconds
                 )
                 frame.units = await overview.units_done(conn, window_seconds=window_seconds)
-                frame.in_flight_total = await overview.count_in_flight(conn)
+                frame.in_flight_total, frame.stalled_total = await overview.count_in_flight(
+                    conn, stall_seconds=settings.stall_seconds
+                )
                 frame.in_flight = await overview.in_flight(
                     conn, stall_seconds=settings.stall_seconds, limit=limit
                 )
@@ -181,7 +184,7 @@ def _count(value: float | None) -> str:
 def render(frame: Frame, *, interval: float | None = None) -> RenderableType:
     """The frame as rich tables: stages, in flight, failures, workers."""
     window = _duration(frame.window_seconds)
-    stalled = sum(1 for s in frame.in_flight if s.stalled)
+    stalled = frame.stalled_total
     head = Text.assemble(
         ("lmgpa top", "bold"),
         f"  {frame.taken_at:%Y-%m-%d %H:%M:%S} UTC  rates over the last {window}",

@@ -174,10 +174,20 @@ async def in_flight(conn: Executor, *, stall_seconds: float, limit: int = 20) ->
     ]
 
 
-async def count_in_flight(conn: Executor) -> int:
-    """Sources being processed now."""
-    n: int = await conn.fetchval("SELECT count(*) FROM ingest_jobs WHERE status = 'processing'")
-    return n
+_COUNTS = """
+SELECT count(*) AS in_flight,
+       count(*) FILTER (WHERE extract(epoch FROM now() - GREATEST(j.updated_at, (
+         SELECT max(GREATEST(s.enqueued_at, s.started_at, s.heartbeat_at, s.finished_at))
+           FROM ingest_stages s WHERE s.source_id = j.source_id))) > $1) AS stalled
+  FROM ingest_jobs j WHERE j.status = 'processing'
+"""
+
+
+async def count_in_flight(conn: Executor, *, stall_seconds: float) -> tuple[int, int]:
+    """Sources being processed now, and how many of them are stalled."""
+    row = await conn.fetchrow(_COUNTS, stall_seconds)
+    assert row is not None
+    return int(row["in_flight"]), int(row["stalled"])
 
 
 _FAILURES = """
