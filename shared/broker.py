@@ -15,6 +15,7 @@ from faststream.middlewares import AckPolicy
 from shared.events.models import DeadLetter, Envelope
 from shared.events.topics import ALL_TOPICS, SERVICE_INPUTS
 from shared.settings import Settings
+from shared.tracing import headers
 
 MAX_MESSAGE_BYTES = 1_000_000
 """The broker's default limit; events are split well below it."""
@@ -117,7 +118,12 @@ async def publish(broker: KafkaBroker, event: Envelope) -> None:
         body,
         topic=event.TOPIC,
         key=event.key(),
-        headers={"event_type": event.event_type, "content-type": "application/json"},
+        # The upload's trace goes on in the consumer (shared.tracing); no header when nothing traces.
+        headers={
+            "event_type": event.event_type,
+            "content-type": "application/json",
+            **headers(event.traceparent),
+        },
         correlation_id=str(event.correlation_id),
     )
 

@@ -15,6 +15,8 @@ from shared.broker import expire_instead_of_leaving, make_broker
 from shared.db.pool import create_pool
 from shared.logging import configure_logging, get_logger
 from shared.settings import Settings, get_settings
+from shared.tracing import configure_tracing
+from shared.tracing import shutdown as shutdown_tracing
 from shared.worker import Worker
 
 Lifespan = Callable[[], AbstractAsyncContextManager[None]]
@@ -35,6 +37,7 @@ class Runtime:
         if not self.settings.kafka_leave_group_on_shutdown:
             expire_instead_of_leaving()
         self.broker = make_broker(self.settings, service=self.service)
+        configure_tracing(self.settings, service=self.service)
 
     @asynccontextmanager
     async def started(self) -> AsyncIterator[None]:
@@ -55,6 +58,7 @@ class Runtime:
             yield
         finally:
             await self.pool.close()
+            shutdown_tracing()  # the last spans are exported before the process ends
             log.info("worker_stopped")
 
     def app(self, lifespan: Lifespan) -> FastStream | AsgiFastStream:

@@ -6,14 +6,14 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class Settings(BaseSettings):
     """Everything a worker, the CLI or the dev stack needs to reach its servers."""
 
-    model_config = SettingsConfigDict(env_prefix="LMGPA_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="LMGPA_", extra="ignore", populate_by_name=True)
 
     kafka_bootstrap_servers: str = Field(
         default="127.0.0.1:9092", description="Comma-separated Kafka bootstrap servers."
@@ -198,6 +198,23 @@ class Settings(BaseSettings):
         default=5,
         ge=0,
         description="Re-drives of a stalled stage's input before its source fails as `stalled`.",
+    )
+
+    otlp_endpoint: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices(
+            "LMGPA_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"
+        ),
+        description=(
+            "OTLP gRPC endpoint (http://collector:4317) that traces are exported to; also read from the standard "
+            "OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT. Unset: no tracer provider is installed and tracing costs nothing."
+        ),
+    )
+    trace_sample_ratio: float = Field(
+        default=1.0,
+        ge=0.0,
+        le=1.0,
+        description="Share of uploads traced (the upload's trace id decides; later stages follow their parent).",
     )
 
     log_format: Literal["auto", "json", "console"] = "auto"

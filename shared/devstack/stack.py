@@ -64,6 +64,8 @@ class WorkerProcess:
     log_path: str
     log_offset: int = 0
     """Where this process's own lines begin in its log (a restarted replica appends to the same file)."""
+    http_port: int | None = None
+    """Where the worker serves /health, /ready and /metrics, if it serves them (read by `lmgpa top`)."""
 
 
 @dataclass

@@ -64,6 +64,14 @@ class Envelope(BaseModel):
     producer: str = Field(
         max_length=100, description="Who published it: a service name or the backend.", examples=["upload"]
     )
+    traceparent: str | None = Field(
+        default=None,
+        pattern=r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$",
+        description=(
+            "W3C trace context of the span that published it (as in the Kafka `traceparent` header), kept in the "
+            "event so that a re-drive from the outbox continues the upload's trace. Absent when nothing traces."
+        ),
+    )
 
     def key(self) -> bytes:
         """The Kafka message key: the source id, so one source's events stay in order."""
