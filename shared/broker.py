@@ -15,6 +15,7 @@ from faststream.middlewares import AckPolicy
 from shared.events.models import DeadLetter, Envelope
 from shared.events.topics import ALL_TOPICS, SERVICE_INPUTS
 from shared.settings import Settings
+from shared.tracing import headers
 
 MAX_MESSAGE_BYTES = 1_000_000
 """The broker's default limit; events are split well below it."""
@@ -97,9 +98,14 @@ def consumer_options(settings: Settings, *, service: str, topic: str, batch: boo
         "max_poll_interval_ms": settings.max_poll_interval_ms,
         "session_timeout_ms": settings.session_timeout_ms,
         "heartbeat_interval_ms": max(settings.session_timeout_ms // 3, 500),
+        "fetch_max_wait_ms": settings.fetch_max_wait_ms,
     }
     if batch:
-        options |= {"batch": True, "max_records": settings.batch_max_records, "batch_timeout_ms": 200}
+        options |= {
+            "batch": True,
+            "max_records": settings.batch_max_records,
+            "batch_timeout_ms": settings.batch_timeout_ms,
+        }
     return options
 
 
@@ -112,7 +118,12 @@ async def publish(broker: KafkaBroker, event: Envelope) -> None:
         body,
         topic=event.TOPIC,
         key=event.key(),
-        headers={"event_type": event.event_type, "content-type": "application/json"},
+        # The upload's trace goes on in the consumer (shared.tracing); no header when nothing traces.
+        headers={
+            "event_type": event.event_type,
+            "content-type": "application/json",
+            **headers(event.traceparent),
+        },
         correlation_id=str(event.correlation_id),
     )
 

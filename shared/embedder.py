@@ -205,24 +205,26 @@ class TorchKernel:
         return np.asarray(vectors, dtype=np.float32)
 
 
+Batch = tuple[IntArray, IntArray]
+"""One batch's (input_ids, attention_mask)."""
+
+
 class EncoderKernel:
     """An exported encoder (input_ids, attention_mask) -> last hidden state, with tokenizing and pooling
-    around it. Texts are sorted by length into batches (less padding), as sentence-transformers does."""
+    around it. Texts are sorted by length into batches (less padding), as sentence-transformers does;
+    `run_all` runs a list of batches (the OpenVINO kernel runs several at once, one per stream)."""
 
-    def __init__(self, model_path: Path, run: Callable[[IntArray, IntArray], npt.NDArray[Any]]) -> None:
+    def __init__(self, model_path: Path, run_all: Callable[[list[Batch]], list[Vectors]]) -> None:
         self.tokenizer = WordPieceTokenizer(model_path)
-        self._run = run
+        self._run_all = run_all
 
     def encode(self, texts: Sequence[str], batch_size: int) -> Vectors:
         """Tokenize, run, pool and normalise, batch by batch, longest texts first."""
         order = np.argsort([-n for n in self.tokenizer.lengths(texts)], kind="stable")
-        out = np.empty((len(texts), 0), dtype=np.float32)
-        for start in range(0, len(texts), batch_size):
-            picked = order[start : start + batch_size]
-            input_ids, attention_mask = self.tokenizer([texts[i] for i in picked])
-            vectors = mean_pool_normalize(self._run(input_ids, attention_mask), attention_mask)
-            if out.shape[1] == 0:
-                out = np.empty((len(texts), vectors.shape[1]), dtype=np.float32)
+        picks = [order[start : start + batch_size] for start in range(0, len(texts), batch_size)]
+        results = self._run_all([self.tokenizer([texts[i] for i in picked]) for picked in picks])
+        out = np.empty((len(texts), results[0].shape[1] if results else 0), dtype=np.float32)
+        for picked, vectors in zip(picks, results, strict=True):
             out[picked] = vectors
         return out
 
@@ -236,37 +238,56 @@ def onnxruntime_kernel(model_path: Path, onnx_file: Path, *, threads: int) -> En
     options.inter_op_num_threads = 1
     session = onnxruntime.InferenceSession(str(onnx_file), options, providers=["CPUExecutionProvider"])
 
-    def run(input_ids: IntArray, attention_mask: IntArray) -> npt.NDArray[Any]:
-        outputs = session.run(None, {"input_ids": input_ids, "attention_mask": attention_mask})
-        return cast(npt.NDArray[Any], outputs[0])
+    def run_all(batches: list[Batch]) -> list[Vectors]:
+        vectors = []
+        for input_ids, attention_mask in batches:
+            hidden = session.run(None, {"input_ids": input_ids, "attention_mask": attention_mask})[0]
+            vectors.append(mean_pool_normalize(cast(npt.NDArray[Any], hidden), attention_mask))
+        return vectors
 
-    return EncoderKernel(model_path, run)
+    return EncoderKernel(model_path, run_all)
 
 
 def openvino_kernel(
-    model_path: Path, model_file: Path, *, precision: str | None, threads: int
+    model_path: Path, model_file: Path, *, precision: str | None, threads: int, streams: int
 ) -> EncoderKernel:
     """An encoder on OpenVINO's CPU plugin; `precision` hints how to run float ops (f32, bf16, or the
-    plugin's default: bf16 where the CPU has it)."""
+    plugin's default: bf16 where the CPU has it). The `threads` are shared by `streams` inference requests
+    that run batches side by side: one thread per stream keeps every core busy without the per-layer
+    hand-offs of one request spread over several threads, which stall whenever another process takes a
+    core (bench-corpus)."""
     import openvino
 
+    streams = max(1, min(streams, threads))
     config: dict[str, Any] = {
         "INFERENCE_NUM_THREADS": threads,
-        "PERFORMANCE_HINT": "LATENCY",
-        "NUM_STREAMS": 1,
+        "NUM_STREAMS": streams,
+        "PERFORMANCE_HINT": "LATENCY" if streams == 1 else "THROUGHPUT",
     }
     if precision is not None:
         config["INFERENCE_PRECISION_HINT"] = precision
     compiled = openvino.Core().compile_model(str(model_file), "CPU", config)
-    request = compiled.create_infer_request()
-    lock = threading.Lock()  # one infer request: calls from two threads take turns
+    queue = openvino.AsyncInferQueue(compiled, streams)
+    lock = threading.Lock()  # one queue: calls from two threads take turns
 
-    def run(input_ids: IntArray, attention_mask: IntArray) -> npt.NDArray[Any]:
+    def run_all(batches: list[Batch]) -> list[Vectors]:
+        results: list[Vectors | None] = [None] * len(batches)
+
+        def pooled(request: Any, index: int) -> None:
+            hidden = np.asarray(request.get_output_tensor(0).data)
+            results[index] = mean_pool_normalize(hidden, batches[index][1])
+
         with lock:
-            request.infer({"input_ids": input_ids, "attention_mask": attention_mask})
-            return np.array(request.get_output_tensor(0).data, copy=True)
+            queue.set_callback(pooled)
+            for index, (input_ids, attention_mask) in enumerate(batches):
+                queue.start_async({"input_ids": input_ids, "attention_mask": attention_mask}, index)
+            queue.wait_all()
+        done = [r for r in results if r is not None]
+        if len(done) != len(batches):
+            raise RuntimeError(f"OpenVINO returned {len(done)} of {len(batches)} batches")
+        return done
 
-    return EncoderKernel(model_path, run)
+    return EncoderKernel(model_path, run_all)
 
 
 def check_mean_pooling(model_path: Path) -> None:
@@ -287,7 +308,9 @@ def check_mean_pooling(model_path: Path) -> None:
                 raise EmbeddingBuildError(f"{model_path} pools by {sorted(modes)}: only torch-fp32 runs it")
 
 
-def load_kernel(backend: Backend, model_path: Path, *, cache_dir: Path, threads: int) -> Kernel:
+def load_kernel(
+    backend: Backend, model_path: Path, *, cache_dir: Path, threads: int, streams: int | None = None
+) -> Kernel:
     """Load one kernel, building and caching its derived model first if needed."""
     if backend == "torch-fp32":
         return TorchKernel(model_path, threads=threads)
@@ -297,12 +320,16 @@ def load_kernel(backend: Backend, model_path: Path, *, cache_dir: Path, threads:
         folder = ensure_artifact("openvino-int8", model_path=model_path, cache_dir=cache_dir)
         # No precision hint: OpenVINO runs the ops left in float in bf16 where the CPU has it (measured
         # faster than f32 here, at the same cosine), else in f32.
-        return openvino_kernel(model_path, folder / "model.xml", precision=None, threads=threads)
+        return openvino_kernel(
+            model_path, folder / "model.xml", precision=None, threads=threads, streams=streams or threads
+        )
     onnx_file = ensure_artifact("onnx", model_path=model_path, cache_dir=cache_dir) / "model.onnx"
     if backend == "onnx-fp32":
         return onnxruntime_kernel(model_path, onnx_file, threads=threads)
     precision = "bf16" if backend == "openvino-bf16" else "f32"
-    return openvino_kernel(model_path, onnx_file, precision=precision, threads=threads)
+    return openvino_kernel(
+        model_path, onnx_file, precision=precision, threads=threads, streams=streams or threads
+    )
 
 
 class SentenceEmbedder:
@@ -320,6 +347,7 @@ class SentenceEmbedder:
         backend: BackendSetting = "auto",
         cache_dir: Path | None = None,
         threads: int | None = None,
+        streams: int | None = None,
     ) -> None:
         from shared.settings import Settings
 
@@ -327,6 +355,7 @@ class SentenceEmbedder:
         self.name = name
         self.batch_size = batch_size
         self.threads = threads or default_threads()
+        self.streams = max(1, min(streams or self.threads, self.threads))
         cache = cache_dir or Settings.model_fields["model_cache_dir"].default
         candidates = backend_candidates(backend, flags=cpu_flags(), runtimes=installed_runtimes())
         self.kernel, self.backend, reason = self._load_first(candidates, cache)
@@ -336,6 +365,7 @@ class SentenceEmbedder:
             requested=backend,
             reason=reason,
             threads=self.threads,
+            streams=self.streams if self.backend.startswith("openvino") else 1,
             model=name,
         )
         config = json.loads((self.path / "config.json").read_text(encoding="utf-8"))
@@ -349,7 +379,13 @@ class SentenceEmbedder:
         for position, (backend, reason) in enumerate(candidates):
             try:
                 return (
-                    load_kernel(backend, self.path, cache_dir=cache_dir, threads=self.threads),
+                    load_kernel(
+                        backend,
+                        self.path,
+                        cache_dir=cache_dir,
+                        threads=self.threads,
+                        streams=self.streams,
+                    ),
                     backend,
                     reason,
                 )
@@ -368,6 +404,7 @@ class SentenceEmbedder:
             batch_size=settings.embedding_batch_size,
             backend=settings.embedding_backend,
             cache_dir=settings.model_cache_dir,
+            streams=settings.embedding_streams,
         )
 
     def embed_sync(self, texts: Sequence[str]) -> np.ndarray[Any, Any]:

@@ -19,6 +19,8 @@ from shared.db.pool import create_pool
 from shared.logging import configure_logging, get_logger
 from shared.metrics import CONTENT_TYPE, PipelineMetrics, exposition, process_metrics
 from shared.settings import Settings, get_settings
+from shared.tracing import configure_tracing
+from shared.tracing import shutdown as shutdown_tracing
 from shared.worker import Worker
 
 Lifespan = Callable[[], AbstractAsyncContextManager[None]]
@@ -42,6 +44,7 @@ class Runtime:
         if not self.settings.kafka_leave_group_on_shutdown:
             expire_instead_of_leaving()
         self.broker = make_broker(self.settings, service=self.service)
+        configure_tracing(self.settings, service=self.service)
         self.metrics = process_metrics()
         # Message-level metrics (received, processed by status, failed, in progress, duration), added here
         # rather than in make_broker: only worker processes export them (the CLI publishes, never scrapes).
@@ -70,6 +73,7 @@ class Runtime:
             self.loaded = False
             self.metrics.ready.labels(service=self.service).set(0)
             await self.pool.close()
+            shutdown_tracing()  # the last spans are exported before the process ends
             log.info("worker_stopped")
 
     def ready(self) -> bool:

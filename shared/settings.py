@@ -6,14 +6,14 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class Settings(BaseSettings):
     """Everything a worker, the CLI or the dev stack needs to reach its servers."""
 
-    model_config = SettingsConfigDict(env_prefix="LMGPA_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="LMGPA_", extra="ignore", populate_by_name=True)
 
     kafka_bootstrap_servers: str = Field(
         default="127.0.0.1:9092", description="Comma-separated Kafka bootstrap servers."
@@ -99,6 +99,25 @@ class Settings(BaseSettings):
         description="Deliveries of a message that keeps failing transiently, or that never finish (its worker died), before it is dead-lettered.",
     )
     batch_max_records: int = Field(default=64, ge=1, description="Messages per batch for batching workers.")
+    fetch_max_wait_ms: int = Field(
+        default=25,
+        ge=1,
+        le=500,
+        description=(
+            "How long the broker may hold an empty fetch. Tansu holds it for all of it even when a message "
+            "arrives, so this is a floor under each hop's latency (500, the Kafka default, made a typed note "
+            "wait about 200 ms at each of its hops; bench-notes)."
+        ),
+    )
+    batch_timeout_ms: int = Field(
+        default=25,
+        ge=1,
+        le=1000,
+        description=(
+            "How long a batching worker waits for a batch, and then sleeps, when its topic is empty (FastStream "
+            "sleeps as long again after an empty poll); a busy topic's batches are taken as soon as they arrive."
+        ),
+    )
 
     embedding_model_path: Path | None = Field(
         default=None,
@@ -109,6 +128,14 @@ class Settings(BaseSettings):
         default=384, ge=1, description="Vector size of the model (Qdrant collection)."
     )
     embedding_batch_size: int = Field(default=32, ge=1)
+    embedding_streams: int | None = Field(
+        default=None,
+        ge=1,
+        description=(
+            "OpenVINO kernels: inference requests run side by side, sharing the process's cores "
+            "(default: one per core, each on one thread; 1 = one request on every core)."
+        ),
+    )
     embedding_backend: Literal[
         "auto", "torch-fp32", "onnx-fp32", "openvino-fp32", "openvino-bf16", "openvino-int8"
     ] = Field(
@@ -123,6 +150,13 @@ class Settings(BaseSettings):
         default=32, ge=0, description="Word pieces shared by consecutive chunks."
     )
 
+    reuse_identical_uploads: bool = Field(
+        default=True,
+        description=(
+            "An upload whose file has the same SHA-256 and pipeline version (shared/pipeline_version.py) as a "
+            "completed source of the same kind copies that source's vectors and rows instead of computing them."
+        ),
+    )
     max_note_chars: int = Field(default=2_000_000, ge=1, description="Largest note accepted, in characters.")
 
     whisper_engine: Literal["faster-whisper", "openai-whisper"] = Field(
@@ -164,6 +198,23 @@ class Settings(BaseSettings):
         default=5,
         ge=0,
         description="Re-drives of a stalled stage's input before its source fails as `stalled`.",
+    )
+
+    otlp_endpoint: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices(
+            "LMGPA_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"
+        ),
+        description=(
+            "OTLP gRPC endpoint (http://collector:4317) that traces are exported to; also read from the standard "
+            "OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT. Unset: no tracer provider is installed and tracing costs nothing."
+        ),
+    )
+    trace_sample_ratio: float = Field(
+        default=1.0,
+        ge=0.0,
+        le=1.0,
+        description="Share of uploads traced (the upload's trace id decides; later stages follow their parent).",
     )
 
     log_format: Literal["auto", "json", "console"] = "auto"

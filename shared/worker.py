@@ -24,6 +24,7 @@ from aiokafka.structs import ConsumerRecord
 from faststream.kafka import KafkaBroker
 from pydantic import ValidationError
 
+from shared import tracing
 from shared.broker import publish, publish_dead_letter
 from shared.db import deliveries as delivery_log
 from shared.db import inbox, jobs, outbox, sources
@@ -172,8 +173,9 @@ class Worker:
         )
         log.error("message_given_up_after_crashes", error_code=code, deliveries=cut_short)
         if event is not None:
-            with self._bound(event):
+            with self._bound(event), tracing.stage_span(self.service, event, record) as span:
                 given_up = PermanentError(code, reason)
+                tracing.mark_failed(span, code)
                 await self._publish(await self._with_retries(lambda: self._fail(event, given_up)))
         await self._dead_letter(record, code, reason, attempts=cut_short)
 
@@ -189,12 +191,13 @@ class Worker:
             return
         self.metrics.waited(self.service, event.occurred_at)
         failed = False
-        with self._bound(event):
+        with self._bound(event), tracing.stage_span(self.service, event, record) as span:
             try:
                 outgoing = await self._with_retries(lambda: handler(event))
             except PermanentError as error:
                 refusal = error  # the name `error` is unbound when the except block ends
                 failed = True
+                tracing.mark_failed(span, refusal.code)
                 outgoing = await self._with_retries(lambda: self._fail(event, refusal))
             except Exception as error:
                 if isinstance(error, TRANSIENT_ERRORS):
@@ -202,6 +205,7 @@ class Worker:
                 log.exception("handler_crashed", error_type=type(error).__name__)
                 crash = PermanentError("internal_error", f"{type(error).__name__}: {error}")
                 failed = True
+                tracing.mark_failed(span, crash.code)
                 outgoing = await self._with_retries(lambda: self._fail(event, crash))
             await self._publish(outgoing)
             await self._with_retries(lambda: self._applied([event.event_id]))
@@ -219,6 +223,7 @@ class Worker:
         started = time.monotonic()
         waited_ms = max((_waited_ms(r) for r in records), default=None, key=lambda w: w or 0.0)
         events: list[E] = []
+        origins: dict[uuid.UUID, ConsumerRecord[Any, Any]] = {}
         for record in records:
             event = await self._with_retries(lambda record=record: self._decode(record, model))  # type: ignore[misc]
             if event is None:
@@ -227,28 +232,43 @@ class Worker:
                 await self._with_retries(lambda event=event: self._reopen(event))  # type: ignore[misc]
             if not await self._with_retries(lambda event=event: self._seen(event)):  # type: ignore[misc]
                 events.append(event)
+                origins[event.event_id] = record
         if not events:
             return
         for event in events:
             self.metrics.waited(self.service, event.occurred_at)
+        # One span per event, each in its own upload's trace (a batch mixes sources).
+        spans = {
+            e.event_id: tracing.start_stage_span(self.service, e, origins[e.event_id], batch_size=len(events))
+            for e in events
+        }
         try:
-            results = await self._with_retries(lambda: handler(events))
-        except PermanentError:
-            results = await self._one_by_one(events, handler)
-        except Exception as error:
-            if isinstance(error, TRANSIENT_ERRORS):
-                raise
-            log.exception("batch_handler_crashed", error_type=type(error).__name__, events=len(events))
-            results = await self._one_by_one(events, handler)
-        for event, result in results:
-            with self._bound(event):
-                if isinstance(result, PermanentError):
-                    outgoing = await self._with_retries(
-                        lambda event=event, result=result: self._fail(event, result)  # type: ignore[misc]
-                    )
-                else:
-                    outgoing = result
-                await self._publish(outgoing)
+            try:
+                results = await self._with_retries(lambda: handler(events))
+            except PermanentError:
+                results = await self._one_by_one(events, handler)
+            except Exception as error:
+                if isinstance(error, TRANSIENT_ERRORS):
+                    raise
+                log.exception("batch_handler_crashed", error_type=type(error).__name__, events=len(events))
+                results = await self._one_by_one(events, handler)
+            for event, result in results:
+                span = spans.get(event.event_id)
+                with self._bound(event), tracing.active(span):
+                    if isinstance(result, PermanentError):
+                        tracing.mark_failed(span, result.code)
+                        outgoing = await self._with_retries(
+                            lambda event=event, result=result: self._fail(event, result)  # type: ignore[misc]
+                        )
+                    else:
+                        outgoing = result
+                    await self._publish(outgoing)
+        except BaseException as error:
+            for span in spans.values():
+                tracing.end(span, error=error)
+            raise
+        for span in spans.values():
+            tracing.end(span)
         await self._with_retries(lambda: self._applied([e.event_id for e in events]))
         failed = any(isinstance(result, PermanentError) for _, result in results)
         self.metrics.handled(self.service, time.monotonic() - started, failed=failed)
@@ -462,6 +482,7 @@ class Worker:
     async def _publish(self, events: Sequence[Envelope]) -> None:
         # A stage's input is kept in PostgreSQL before the broker sees it: what the broker loses, the
         # reconciler publishes again (shared.db.outbox, services/reconciler).
+        events = [tracing.stamp(event) for event in events]  # the trace goes on, also from the outbox
         kept = [entry for entry in map(outbox.entry_for, events) if entry is not None]
         if kept:
             await self._with_retries(lambda: outbox.record(self.pool, kept))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -17,8 +16,6 @@ from shared.service import Runtime
 from shared.storage import LocalStorage
 from shared.tracking import PostgresTracker
 
-# Scanned pages go through Tesseract, which is faster single-threaded here.
-os.environ["OMP_THREAD_LIMIT"] = "1"
 runtime = Runtime(SERVICE)
 broker = runtime.broker
 books = PdfBooks(LocalStorage(runtime.settings.storage_root), max_pages=runtime.settings.max_pdf_pages)

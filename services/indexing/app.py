@@ -7,11 +7,11 @@ from contextlib import asynccontextmanager
 
 from faststream.kafka.annotations import KafkaMessage
 
-from services.indexing.adapters import PostgresLedger
-from services.indexing.handlers import SERVICE, delete_vectors, index_chunks
+from services.indexing.adapters import PostgresLedger, PostgresReuseLedger
+from services.indexing.handlers import SERVICE, delete_vectors, index_chunks, reuse_content
 from shared.broker import consumer_options
 from shared.events import topics
-from shared.events.models import ChunksEmbedded, SourceDeleted
+from shared.events.models import ChunksEmbedded, ContentReuseQueued, SourceDeleted
 from shared.service import Runtime
 from shared.tracking import PostgresTracker
 from shared.vectors.chroma import ChromaStore, make_chroma_client
@@ -59,6 +59,24 @@ async def on_chunks_embedded(message: KafkaMessage) -> None:
             events,
             stores=(stores.qdrant, stores.chroma),
             ledger=PostgresLedger(runtime.pool),
+            tracker=PostgresTracker(runtime.pool),
+            qdrant_collection=runtime.settings.qdrant_collection,
+        ),
+    )
+
+
+@broker.subscriber(
+    topics.CONTENT_REUSE, **consumer_options(runtime.settings, service=SERVICE, topic=topics.CONTENT_REUSE)
+)
+async def on_content_reuse(message: KafkaMessage) -> None:
+    """Copy an identical upload's vectors and rows, or send the upload the normal way."""
+    await runtime.worker.handle(
+        message.raw_message,
+        ContentReuseQueued,
+        lambda event: reuse_content(
+            event,
+            stores=(stores.qdrant, stores.chroma),
+            ledger=PostgresReuseLedger(runtime.pool),
             tracker=PostgresTracker(runtime.pool),
             qdrant_collection=runtime.settings.qdrant_collection,
         ),

@@ -1,16 +1,29 @@
-"""Indexing: write embedded chunks to Qdrant and Chroma, mark a source searchable once all are in, and make
-deleted sources, classes and users disappear from both stores (chunks in flight included)."""
+"""Indexing: write embedded chunks to Qdrant and Chroma, mark a source searchable once all are in, copy an
+identical upload's vectors instead (reuse), and make deleted sources, classes and users disappear from both
+stores (chunks in flight included)."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Sequence
 from typing import Protocol
 
+from shared.db.reuse import Donor
 from shared.errors import PermanentError
-from shared.events.models import ChunksEmbedded, Envelope, SourceDeleted, SourceIndexed, SourceRef
+from shared.events.models import (
+    AudioUploaded,
+    ChunksEmbedded,
+    ContentReuseQueued,
+    Envelope,
+    PhotoUploaded,
+    SourceDeleted,
+    SourceIndexed,
+    SourceRef,
+    TextbookUploaded,
+)
 from shared.ports import Tracker
-from shared.vectors.records import VectorRecord, chroma_collection_name, to_record
+from shared.vectors.records import DonorVectors, VectorRecord, chroma_collection_name, to_record
 
 SERVICE = "indexing"
 
@@ -128,3 +141,121 @@ async def delete_vectors(
         )
     await ledger.end_deletion(event, removed=removed)
     return []
+
+
+class VectorCopier(Protocol):
+    """A vector store that can copy one source's vectors under another (reuse of identical uploads)."""
+
+    async def copy_source(self, donor: DonorVectors, target: SourceRef) -> int:
+        """Copy the donor's generation under the target's ids and payload, hidden; returns how many."""
+
+    async def promote(self, source: SourceRef) -> None:
+        """Show the source's current generation (and drop any other), in one step."""
+
+    async def delete(
+        self, *, user_id: uuid.UUID, class_id: uuid.UUID | None = None, source_id: uuid.UUID | None = None
+    ) -> int:
+        """Delete everything of a source, class or user; returns how many records went."""
+
+
+class ReuseLedger(Protocol):
+    """The rows a reuse reads and writes."""
+
+    async def job_status(self, source: SourceRef) -> str | None:
+        """The source's job status (None: no job)."""
+
+    async def deleted(self, sources: Sequence[SourceRef]) -> set[uuid.UUID]:
+        """Which of these sources are deleted (themselves, their class or their user)."""
+
+    async def find_donor(self, event: ContentReuseQueued) -> Donor | None:
+        """A completed, undeleted source with the event's key, its rows read in one snapshot; or None."""
+
+    async def begin_reuse(self, source: SourceRef, *, chunk_count: int) -> None:
+        """The content row's status processing, the indexing stage working."""
+
+    async def complete_reuse(self, source: SourceRef, donor: Donor) -> bool:
+        """Write the donor's rows under the source, mark it indexed and complete its job, in one transaction;
+        False if the job was not in progress."""
+
+    async def fall_back(self, source: SourceRef, *, next_stage: str) -> None:
+        """The source goes the normal way: its kind's first stage is waiting."""
+
+
+MEDIA_EVENT_OF_KIND: dict[str, type[AudioUploaded | PhotoUploaded | TextbookUploaded]] = {
+    "audio": AudioUploaded,
+    "photo": PhotoUploaded,
+    "textbook": TextbookUploaded,
+}
+FIRST_STAGE_OF_KIND = {"audio": "transcription", "photo": "ocr", "textbook": "chunking"}
+
+
+async def reuse_content(
+    event: ContentReuseQueued,
+    *,
+    stores: Sequence[VectorCopier],
+    ledger: ReuseLedger,
+    tracker: Tracker,
+    qdrant_collection: str,
+) -> list[Envelope]:
+    """Copy a completed identical upload's vectors (both stores) and rows under this source, or fall back to the
+    normal path if there is none any more or its copy came out short (its donor deleted or reprocessed meanwhile).
+
+    The copy is written hidden and shown in one step only once every store holds exactly the donor's chunk count,
+    so neither a half copy nor anything of the donor (ids, owner, class, title) is ever searchable under it."""
+    source = event.source
+    if await ledger.job_status(source) == "completed":
+        return []  # a redelivery after the copy was complete and shown: nothing left to do
+    if await ledger.deleted([source]):
+        raise PermanentError("deleted", "the source was deleted")
+    donor = await ledger.find_donor(event)
+    copied: list[int] = []
+    if donor is not None:
+        await ledger.begin_reuse(source, chunk_count=donor.chunk_count)
+        vectors = DonorVectors(
+            source_id=donor.source_id,
+            user_id=donor.user_id,
+            class_id=donor.class_id,
+            content_type=source.content_type,
+            generation=donor.generation,
+        )
+        # The stores are separate servers: copy into both at once.
+        copied = list(await asyncio.gather(*(store.copy_source(vectors, source) for store in stores)))
+    if donor is None or any(n != donor.chunk_count for n in copied):
+        for store in stores:  # a short copy is removed whole; the normal path writes the same ids anyway
+            await store.delete(user_id=source.user_id, class_id=source.class_id, source_id=source.source_id)
+        return await _fall_back(event, ledger=ledger)
+    if await ledger.deleted([source]):
+        # Deleted while we copied: the delete may have run before our writes landed, so take them back.
+        for store in stores:
+            await store.delete(user_id=source.user_id, class_id=source.class_id, source_id=source.source_id)
+        raise PermanentError("deleted", "the source was deleted")
+    await asyncio.gather(*(store.promote(source) for store in stores))
+    if not await ledger.complete_reuse(source, donor):
+        return []
+    await tracker.finished(source.source_id, SERVICE, units_done=donor.chunk_count)
+    return [
+        SourceIndexed(
+            **event.follow("SourceIndexed", producer=SERVICE),
+            source=source,
+            chunk_count=donor.chunk_count,
+            vector_id=source.vector_id,
+            qdrant_collection=qdrant_collection,
+            chroma_collection=chroma_collection_name(source.user_id, source.class_id, source.content_type),
+        )
+    ]
+
+
+async def _fall_back(event: ContentReuseQueued, *, ledger: ReuseLedger) -> list[Envelope]:
+    """Send the upload its kind's normal way, as the upload worker would have."""
+    source = event.source
+    media_event = MEDIA_EVENT_OF_KIND[source.kind]
+    await ledger.fall_back(source, next_stage=FIRST_STAGE_OF_KIND[source.kind])
+    return [
+        media_event(
+            **event.follow(media_event.__name__, producer=SERVICE),
+            source=source,
+            storage_url=event.storage_url,
+            media_type=event.media_type,
+            size_bytes=event.size_bytes,
+        )
+    ]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -17,8 +16,6 @@ from shared.service import Runtime
 from shared.storage import LocalStorage
 from shared.tracking import PostgresTracker
 
-# Multi-threaded Tesseract is slower on these machines (0.75 s against 3.2 s a photo): one thread a process.
-os.environ["OMP_THREAD_LIMIT"] = "1"
 runtime = Runtime(SERVICE)
 broker = runtime.broker
 photos = TesseractPhotos(

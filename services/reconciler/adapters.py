@@ -17,6 +17,7 @@ from shared.broker import create_topics, publish
 from shared.db import inbox, jobs, outbox, sources
 from shared.db.outbox import Pending
 from shared.events.models import MODEL_OF_TOPIC, Envelope, SourceFailed, SourceRef, SourceUploaded
+from shared.tracing import headers_of_payload
 
 EPOCH_TOPIC = "lmgpa.reconciler.epoch.v1"
 """One message, written by the reconciler: while the broker holds it, the broker has not lost its log."""
@@ -152,7 +153,12 @@ class BrokerLink:
                 item.event.payload,
                 topic=item.event.topic,
                 key=item.event.key,
-                headers={"content-type": "application/json", "redriven": "1"},
+                # The trace context kept in the event: the re-driven stage joins the upload's trace.
+                headers={
+                    "content-type": "application/json",
+                    "redriven": "1",
+                    **headers_of_payload(item.event.payload),
+                },
             )
 
     async def announce(self, failures: Sequence[SourceFailed]) -> None:

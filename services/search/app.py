@@ -15,7 +15,7 @@ from services.search.adapters import BatchingQueryEmbedder, PostgresShares
 from services.search.handlers import SearchRequest, SearchResponse, search_chunks
 from shared.db.pool import create_pool, ping
 from shared.embedder import SentenceEmbedder
-from shared.errors import TransientError
+from shared.errors import PermanentError, TransientError
 from shared.logging import configure_logging, get_logger
 from shared.settings import get_settings
 from shared.vectors.qdrant import QdrantStore, make_qdrant_client
@@ -90,6 +90,8 @@ async def search(request: SearchRequest) -> SearchResponse:
         )
     except TransientError as error:
         raise HTTPException(status_code=503, detail=f"{error.code}: {error.reason}") from error
+    except PermanentError as error:  # Qdrant refused the request itself: a misconfigured store, not an outage
+        raise HTTPException(status_code=502, detail=f"{error.code}: {error.reason}") from error
     except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError) as error:
         raise HTTPException(status_code=503, detail=f"postgres_unavailable: {error}"[:300]) from error
     except ValueError as error:  # a mode the store cannot serve (local mode has no BM25)

@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 from faststream.kafka.annotations import KafkaMessage
 
-from services.upload.adapters import PostgresDirectory
+from services.upload.adapters import FileFingerprints, PostgresDirectory
 from services.upload.handlers import SERVICE, Limits, accept_upload, reprocess_source
 from shared.broker import consumer_options
 from shared.events import topics
@@ -19,8 +19,11 @@ runtime = Runtime(SERVICE)
 broker = runtime.broker
 storage = LocalStorage(runtime.settings.storage_root)
 limits = Limits(
-    max_note_chars=runtime.settings.max_note_chars, max_file_bytes=runtime.settings.max_file_bytes
+    max_note_chars=runtime.settings.max_note_chars,
+    max_file_bytes=runtime.settings.max_file_bytes,
+    reuse=runtime.settings.reuse_identical_uploads,
 )
+fingerprints = FileFingerprints(runtime.settings)
 
 
 @asynccontextmanager
@@ -40,7 +43,11 @@ async def on_source_uploaded(message: KafkaMessage) -> None:
         message.raw_message,
         SourceUploaded,
         lambda event: accept_upload(
-            event, directory=PostgresDirectory(runtime.pool), storage=storage, limits=limits
+            event,
+            directory=PostgresDirectory(runtime.pool),
+            storage=storage,
+            limits=limits,
+            fingerprints=fingerprints,
         ),
     )
 
@@ -54,7 +61,9 @@ async def on_source_reprocess(message: KafkaMessage) -> None:
     await runtime.worker.handle(
         message.raw_message,
         SourceReprocessRequested,
-        lambda event: reprocess_source(event, directory=PostgresDirectory(runtime.pool)),
+        lambda event: reprocess_source(
+            event, directory=PostgresDirectory(runtime.pool), storage=storage, fingerprints=fingerprints
+        ),
     )
 
 

@@ -9,6 +9,7 @@ from typing import Protocol
 from shared.errors import PermanentError
 from shared.events.models import (
     AudioUploaded,
+    ContentReuseQueued,
     Envelope,
     PhotoUploaded,
     SourceRef,
@@ -39,6 +40,21 @@ class Storage(Protocol):
         """The checked file a URL names (raises PermanentError if refused or missing)."""
 
 
+@dataclass(frozen=True)
+class ContentKey:
+    """What an upload's results are keyed by, besides its kind: its bytes and the pipeline's settings."""
+
+    sha256: str
+    pipeline_version: str
+
+
+class Fingerprints(Protocol):
+    """The content key of a stored file."""
+
+    async def content_key(self, stored: StoredFile, kind: str) -> ContentKey:
+        """The file's SHA-256 and the current pipeline version of its kind."""
+
+
 class Directory(Protocol):
     """The platform's rows: classes, content rows and jobs."""
 
@@ -51,13 +67,24 @@ class Directory(Protocol):
     async def is_deleted(self, *, user_id: uuid.UUID, class_id: uuid.UUID, source_id: uuid.UUID) -> bool:
         """Whether the source, its class or its user was deleted."""
 
-    async def begin_reprocess(self, event: SourceReprocessRequested, *, next_stage: str) -> int | None:
-        """Start the next generation of a finished source; None if it is still processing or was deleted."""
+    async def begin_reprocess(
+        self, event: SourceReprocessRequested, *, next_stage: str, content_key: ContentKey | None = None
+    ) -> int | None:
+        """Start the next generation of a finished source (keyed anew); None if still processing or deleted."""
 
     async def accept(
-        self, event: SourceUploaded, *, text: str | None, stored: StoredFile | None, next_stage: str
+        self,
+        event: SourceUploaded,
+        *,
+        text: str | None,
+        stored: StoredFile | None,
+        next_stage: str,
+        content_key: ContentKey | None = None,
     ) -> SourceRow:
         """Insert (or reuse) the row, open the job and mark the next stage waiting, in one transaction."""
+
+    async def has_donor(self, kind: str, key: ContentKey, *, exclude: uuid.UUID) -> bool:
+        """Whether a completed, undeleted source of this kind has the same content key."""
 
 
 @dataclass(frozen=True)
@@ -66,12 +93,20 @@ class Limits:
 
     max_note_chars: int
     max_file_bytes: int = 2 * 1024**3
+    reuse: bool = True
+    """Copy the results of a completed upload of the same bytes and pipeline version instead of computing."""
 
 
 async def accept_upload(
-    event: SourceUploaded, *, directory: Directory, storage: Storage, limits: Limits
+    event: SourceUploaded,
+    *,
+    directory: Directory,
+    storage: Storage,
+    limits: Limits,
+    fingerprints: Fingerprints | None = None,
 ) -> list[Envelope]:
-    """Accept one upload: its class must be the user's, an existing row must be theirs; then route it."""
+    """Accept one upload: its class must be the user's, an existing row must be theirs; then route it (to a copy
+    of an identical upload's results if one is complete, else to its kind's first stage)."""
     owner = await directory.class_owner(event.class_id)
     if owner is None:
         raise PermanentError("unknown_class", f"class {event.class_id} does not exist")
@@ -113,8 +148,15 @@ async def accept_upload(
                 "too_large", f"the file has {stored.size_bytes} bytes; the limit is {limits.max_file_bytes}"
             )
 
-    next_stage = NEXT_STAGE_OF_KIND[event.kind]
-    row = await directory.accept(event, text=text, stored=stored, next_stage=next_stage)
+    key = await fingerprints.content_key(stored, event.kind) if fingerprints and stored else None
+    reuse = (
+        limits.reuse
+        and key is not None
+        and await directory.has_donor(event.kind, key, exclude=event.source_id)
+    )
+    # A reuse is done by the indexing worker (it alone writes the vector stores), so the job waits there.
+    next_stage = "indexing" if reuse else NEXT_STAGE_OF_KIND[event.kind]
+    row = await directory.accept(event, text=text, stored=stored, next_stage=next_stage, content_key=key)
     source = SourceRef(
         source_id=row.source_id,
         kind=event.kind,
@@ -137,6 +179,19 @@ async def accept_upload(
             for i, segments in enumerate(parts)
         ]
     assert stored is not None
+    if reuse:
+        assert key is not None
+        return [
+            ContentReuseQueued(
+                **event.follow(ContentReuseQueued.__name__, producer=SERVICE),
+                source=source,
+                storage_url=stored.url,
+                media_type=event.media_type,
+                size_bytes=stored.size_bytes,
+                content_sha256=key.sha256,
+                pipeline_version=key.pipeline_version,
+            )
+        ]
     media_event = MEDIA_EVENT_OF_KIND[event.kind]
     return [
         media_event(
@@ -149,9 +204,16 @@ async def accept_upload(
     ]
 
 
-async def reprocess_source(event: SourceReprocessRequested, *, directory: Directory) -> list[Envelope]:
+async def reprocess_source(
+    event: SourceReprocessRequested,
+    *,
+    directory: Directory,
+    storage: Storage | None = None,
+    fingerprints: Fingerprints | None = None,
+) -> list[Envelope]:
     """Run a finished source again from a stage, as its next generation; its old vectors stay searchable until
-    the new ones are all in, and are then replaced in one step."""
+    the new ones are all in, and are then replaced in one step. A reprocess always computes (it is how an
+    operator forces a recompute); its result is keyed by the current pipeline version."""
     row = await directory.find_source(event.kind, event.source_id)
     if row is None:
         raise PermanentError("unknown_row", f"no {event.kind} row with id {event.source_id}")
@@ -171,7 +233,13 @@ async def reprocess_source(event: SourceReprocessRequested, *, directory: Direct
     if not from_text and not row.storage_url:
         raise PermanentError("file_not_found", f"the {event.kind} row has no file URL")
     next_stage = "embedding" if from_text else NEXT_STAGE_OF_KIND[event.kind]
-    generation = await directory.begin_reprocess(event, next_stage=next_stage)
+    key: ContentKey | None = None
+    if fingerprints and storage and row.storage_url:
+        try:
+            key = await fingerprints.content_key(storage.resolve(row.storage_url), event.kind)
+        except PermanentError:
+            key = None  # the file is gone: the new result is keyed by nothing and never copied
+    generation = await directory.begin_reprocess(event, next_stage=next_stage, content_key=key)
     if generation is None:
         raise PermanentError(
             "source_busy", f"{event.kind} {event.source_id} is still being processed, or was deleted"

@@ -102,6 +102,46 @@ def bare_embedding(settings: Settings, texts: list[str]) -> tuple[float, str]:
     return time.perf_counter() - started, type(embedder).__name__
 
 
+def process_cpu_seconds(state: stack.StackState) -> dict[str, float]:
+    """CPU seconds (user + system) each process of the stack has used so far, its children included
+    (PostgreSQL's backends); per worker service (replicas summed) and per server."""
+    import psutil
+
+    pids: dict[str, list[int]] = defaultdict(list)
+    for worker in state.workers:
+        pids[worker.service].append(worker.pid)
+    for name in ("postgres", "broker", "chroma", "qdrant"):
+        pid = getattr(state, name, {}).get("pid")
+        if pid:
+            pids[f"server:{name}"].append(int(pid))
+    used: dict[str, float] = {}
+    for name, group in pids.items():
+        total = 0.0
+        for pid in group:
+            try:
+                process = psutil.Process(pid)
+                for each in (process, *process.children(recursive=True)):
+                    times = each.cpu_times()
+                    total += times.user + times.system
+            except psutil.NoSuchProcess:
+                continue
+        used[name] = total
+    return used
+
+
+def bare_cpu(call: Any) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process) of one call."""
+    import resource
+
+    def cpu() -> float:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return usage.ru_utime + usage.ru_stime
+
+    cpu_before, started = cpu(), time.perf_counter()
+    call()
+    return time.perf_counter() - started, cpu() - cpu_before
+
+
 def stage_log_figures(logs: Path) -> dict[str, dict[str, Any]]:
     """Per worker: busy seconds (sum of handling times), messages, and topic wait p50/max, from its JSON logs."""
     busy: dict[str, float] = defaultdict(float)
@@ -259,15 +299,22 @@ def main() -> None:
         saved = dict(os.environ)
         try:
             state = stack.up(home, replicas=args.replicas, search_api=False)
+            cpu_before = process_cpu_seconds(state)
             wall, per_source, texts = asyncio.run(run_pipeline(state, corpus, args.timeout))
+            cpu_after = process_cpu_seconds(state)
             figures = stage_log_figures(home / "logs")
             cfg = state.settings()
         finally:
             stack.down(home, purge=True)
             os.environ.clear()
             os.environ.update(saved)
-        extraction_bare = bare_extraction(corpus)
-        embedding_bare, kernel = bare_embedding(cfg, texts)
+        cpu_used = {name: round(cpu_after[name] - cpu_before.get(name, 0.0), 2) for name in sorted(cpu_after)}
+        extraction_bare, extraction_bare_cpu = bare_cpu(lambda: bare_extraction(corpus))
+        kernel_box: list[str] = []
+        embedding_bare, embedding_bare_cpu = bare_cpu(
+            lambda: kernel_box.append(bare_embedding(cfg, texts)[1])
+        )
+        kernel = kernel_box[0]
         kept = []  # the peer reads the same files after this folder is gone: keep copies in var/bench/corpus
         keep = args.json.parent / "corpus"
         keep.mkdir(parents=True, exist_ok=True)
@@ -300,6 +347,14 @@ def main() -> None:
             "extraction_vs_pypdf": round(extraction_bare / chunking_busy, 3),
             "embedding_vs_kernel": round(embedding_bare / embedding_busy, 3),
         },
+        "cpu_seconds": {
+            "processes": cpu_used,
+            "total": round(sum(cpu_used.values()), 2),
+            "bare_extraction": round(extraction_bare_cpu, 2),
+            "bare_embedding": round(embedding_bare_cpu, 2),
+            "extraction_vs_pypdf": round(extraction_bare_cpu / cpu_used.get("chunking", float("nan")), 3),
+            "embedding_vs_kernel": round(embedding_bare_cpu / cpu_used.get("embedding", float("nan")), 3),
+        },
     }
     print(f"corpus: {', '.join(f'{n} ({p} p.)' for n, p in pages.items())}")
     print(
@@ -319,6 +374,16 @@ def main() -> None:
     print(
         f"embedding: ours {embedding_busy:.1f} s busy vs the kernel alone ({kernel}) {embedding_bare:.1f} s on the "
         f"same {chunks} chunks: {report['ratios']['embedding_vs_kernel']:.2f}x"
+    )
+    cpu = report["cpu_seconds"]
+    print(
+        f"CPU seconds during the run ({cpu['total']:.1f} on 2 cores' {2 * wall:.1f}): "
+        + ", ".join(f"{name} {used:.1f}" for name, used in cpu["processes"].items())
+    )
+    print(
+        f"CPU of a stage's process vs its engine alone: extraction {cpu['extraction_vs_pypdf']:.2f}x "
+        f"(pypdf {cpu['bare_extraction']:.1f} s), embedding {cpu['embedding_vs_kernel']:.2f}x "
+        f"(kernel {cpu['bare_embedding']:.1f} s)"
     )
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=2, default=str))

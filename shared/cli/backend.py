@@ -7,7 +7,7 @@ import base64
 import json
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -16,6 +16,7 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from faststream.kafka import KafkaBroker
 
+from shared import tracing
 from shared.broker import make_broker, publish
 from shared.cli.errors import CliError
 from shared.db import inbox, jobs, outbox, owners
@@ -33,6 +34,9 @@ from shared.storage import LocalStorage
 from shared.text import decode_note, require_text
 
 PRODUCER = "lmgpa-cli"
+POLL_SECONDS = 0.5
+ProgressCallback = Callable[[jobs.JobRow | None], None]
+"""Called with the job (None before the upload worker opened it) at every poll of a wait."""
 TOPIC_OF_EVENT_TYPE = {m.__name__: t for t, m in MODEL_OF_TOPIC.items()}
 
 
@@ -50,8 +54,10 @@ async def ingest_source(
     wait_seconds: float,
     event_id: uuid.UUID | None = None,
     class_name: str | None = None,
+    on_progress: ProgressCallback | None = None,
 ) -> dict[str, Any]:
-    """Store the file (or take the note), publish SourceUploaded, and optionally wait for the outcome.
+    """Store the file (or take the note), publish SourceUploaded, and optionally wait for the outcome
+    (``on_progress`` sees the job at every poll: the CLI's progress bars).
 
     A note must be text (`shared.text`): a file is read as bytes (UTF-8, or UTF-16/32 with a byte-order mark)
     and refused here as `not_text`, with the reason the upload worker gives for such an event. The owner is
@@ -61,6 +67,7 @@ async def ingest_source(
         text = decode_note(path.read_bytes())
     if text is not None:
         require_text(text)
+    traced = tracing.configure_tracing(settings, service="cli")
     pool = await create_pool(settings.database_dsn(), max_size=2)
     try:
         if create_owner:
@@ -84,6 +91,10 @@ async def ingest_source(
             text=text,
             size_bytes=path.stat().st_size if path else None,
         )
+        with tracing.root_span(
+            "lmgpa ingest", **{"lmgpa.kind": kind, "lmgpa.source_id": str(event.source_id)}
+        ):
+            event = tracing.stamp(event)  # the upload's trace begins here when this process traces
         # As a backend should: the upload is kept in the outbox before it is published, so a broker that loses
         # it before the upload worker takes it does not lose the student's work (the reconciler re-drives it).
         kept = outbox.entry_for(event)
@@ -101,24 +112,82 @@ async def ingest_source(
         }
         if not wait:
             return result
-        deadline = time.monotonic() + wait_seconds
-        while time.monotonic() < deadline:
-            job = await jobs.get_job(pool, source_id=event.source_id)
-            if job is not None and job.status in ("completed", "failed"):
-                return {**result, **_job_dict(job)}
-            rejected = await inbox.list_rejections(pool, event_id=event_id, limit=1)
-            if rejected:
-                r = rejected[0]
-                return {
-                    **result,
-                    "status": "failed",
-                    "stage": r.consumer,
-                    "error_code": r.error_code,
-                    "error_message": r.error_message,
-                }
-            await asyncio.sleep(0.5)
-        job = await jobs.get_job(pool, source_id=event.source_id)
-        return {**result, **(_job_dict(job) if job else {}), "status": "timed_out"}
+        outcome = await wait_for_source(
+            pool,
+            source_id=event.source_id,
+            event_id=event_id,
+            wait_seconds=wait_seconds,
+            on_progress=on_progress,
+        )
+        return {**result, **outcome}
+    finally:
+        await pool.close()
+        if traced:
+            tracing.shutdown()
+
+
+async def wait_for_source(
+    pool: asyncpg.Pool,
+    *,
+    source_id: uuid.UUID,
+    event_id: uuid.UUID | None,
+    wait_seconds: float,
+    on_progress: ProgressCallback | None = None,
+) -> dict[str, Any]:
+    """Poll until the source's job is completed or failed, or its upload was refused; its status fields
+    (``status`` is ``timed_out`` when ``wait_seconds`` pass first)."""
+    deadline = time.monotonic() + wait_seconds
+    while time.monotonic() < deadline:
+        job = await jobs.get_job(pool, source_id=source_id)
+        if on_progress is not None:
+            on_progress(job)
+        if job is not None and job.status in ("completed", "failed"):
+            return _job_dict(job)
+        rejected = await inbox.list_rejections(
+            pool, event_id=event_id, key=None if event_id else str(source_id), limit=1
+        )
+        if rejected and (event_id is not None or job is None):  # by key: only while no job says more
+            r = rejected[0]
+            return {
+                "status": "failed",
+                "stage": r.consumer,
+                "error_code": r.error_code,
+                "error_message": r.error_message,
+            }
+        await asyncio.sleep(POLL_SECONDS)
+    job = await jobs.get_job(pool, source_id=source_id)
+    return {**(_job_dict(job) if job else {}), "status": "timed_out"}
+
+
+async def watch_source(
+    settings: Settings,
+    source_id: uuid.UUID,
+    *,
+    wait_seconds: float,
+    on_progress: ProgressCallback | None = None,
+) -> dict[str, Any]:
+    """Follow a source already sent until it is indexed or failed (`lmgpa watch`); the same fields as
+    `ingest --wait` reports."""
+    pool = await create_pool(settings.database_dsn(), max_size=2)
+    try:
+        known = await jobs.get_job(pool, source_id=source_id) is not None
+        known = known or bool(await outbox.pending(pool, source_id=source_id, limit=1))
+        known = known or bool(await inbox.list_rejections(pool, key=str(source_id), limit=1))
+        if not known:
+            raise CliError(
+                f"source {source_id} not found",
+                "`lmgpa status` lists the most recent sources; `lmgpa ingest` prints the id of a new one",
+            )
+        job = await jobs.get_job(pool, source_id=source_id)
+        outcome = await wait_for_source(
+            pool, source_id=source_id, event_id=None, wait_seconds=wait_seconds, on_progress=on_progress
+        )
+        return {
+            "source_id": str(source_id),
+            "kind": job.kind if job else None,
+            "content_type": CONTENT_TYPE_OF_KIND[job.kind] if job else None,
+            **outcome,
+        }
     finally:
         await pool.close()
 

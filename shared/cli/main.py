@@ -3,22 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import json
 import os
 import sys
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 
 import typer
 
 from shared.devstack import stack
 from shared.events import topics
 from shared.settings import Settings
+
+if TYPE_CHECKING:
+    from shared.cli.progress import StageBars
 
 # Plain help (rich_markup_mode=None): flags read as flags, without a `<bool>` value to type.
 app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False, rich_markup_mode=None)
@@ -312,6 +316,50 @@ def dev_ps() -> None:
         )
 
 
+@app.command()
+def top(
+    interval: Annotated[float, typer.Option(help="Seconds between refreshes.", min=0.2)] = 2.0,
+    once: Annotated[
+        bool, typer.Option("--once", help="Print one frame and exit (logs, scripts, tests).")
+    ] = False,
+    window: Annotated[float, typer.Option(help="Seconds the rates are averaged over.", min=1)] = 60.0,
+    failures_window: Annotated[
+        float, typer.Option("--failures-window", help="Seconds of failures shown.", min=1)
+    ] = 3600.0,
+    limit: Annotated[int, typer.Option(help="Sources shown in flight (the longest silent first).")] = 15,
+) -> None:
+    """A live view of the pipeline: each stage's load and rates, sources in flight and stalled, failures by
+    error code, dead letters, and each worker's /metrics. Plain terminal output: usable over SSH."""
+    from rich.console import Console
+
+    from shared.cli.top import WorkerEndpoint, run
+
+    cfg = settings("database_url")
+    state = stack.load_state(SESSION.stack_home) if SESSION.stack_home is not None else None
+    workers = [
+        WorkerEndpoint(
+            f"{w.service}-{w.replica}",
+            f"http://{cfg.http_host}:{w.http_port}/metrics" if w.http_port else None,
+        )
+        for w in (state.workers if state is not None else [])
+    ]
+    # Not on a terminal (a pipe, a log, a test): wide enough that no column is cut.
+    console = Console() if sys.stdout.isatty() else Console(width=160)
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how a live view ends
+        asyncio.run(
+            run(
+                cfg,
+                workers,
+                console=console,
+                interval=interval,
+                once=once,
+                window_seconds=window,
+                failures_window_seconds=failures_window,
+                limit=limit,
+            )
+        )
+
+
 # ------------------------------------------------------------------------------------------------ the backend
 
 
@@ -346,20 +394,62 @@ def ingest(
         raise typer.BadParameter(
             f"cannot tell the kind from the file name: pass --kind ({' | '.join(get_args(Kind))})"
         )
-    result = asyncio.run(
-        ingest_source(
-            settings("database_url", "kafka_bootstrap_servers"),
-            path=path,
-            note=note,
-            kind=chosen,
-            user_id=user,
-            class_id=class_,
-            title=title,
-            create_owner=create_owner,
-            wait=wait,
-            wait_seconds=timeout,
+    cfg = settings("database_url", "kafka_bootstrap_servers")
+    with _stage_bars(wait and not as_json) as bars:
+        result = asyncio.run(
+            ingest_source(
+                cfg,
+                path=path,
+                note=note,
+                kind=chosen,
+                user_id=user,
+                class_id=class_,
+                title=title,
+                create_owner=create_owner,
+                wait=wait,
+                wait_seconds=timeout,
+                on_progress=bars.update if bars else None,
+            )
         )
-    )
+    _report_outcome(result, as_json=as_json, waited=wait)
+
+
+@app.command()
+def watch(
+    source_id: Annotated[
+        uuid.UUID, typer.Argument(help="The source to follow (as `lmgpa ingest` printed it).")
+    ],
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for it to finish.")] = 3600.0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Follow one source until it is indexed or failed: on a terminal, a progress bar per stage (pages,
+    seconds of audio, chunks); otherwise (or with --json) only the outcome, as `ingest --wait` reports it."""
+    from shared.cli.backend import watch_source
+
+    cfg = settings("database_url")
+    with _stage_bars(not as_json) as bars:
+        result = asyncio.run(
+            watch_source(cfg, source_id, wait_seconds=timeout, on_progress=bars.update if bars else None)
+        )
+    _report_outcome(result, as_json=as_json, waited=True)
+
+
+@contextlib.contextmanager
+def _stage_bars(wanted: bool) -> Iterator[StageBars | None]:
+    """Progress bars per stage on a terminal; None (today's quiet wait) when not wanted or not a TTY."""
+    if not wanted or not sys.stdout.isatty():
+        yield None
+        return
+    from rich.console import Console
+
+    from shared.cli.progress import StageBars
+
+    with StageBars(Console()) as bars:
+        yield bars
+
+
+def _report_outcome(result: dict[str, Any], *, as_json: bool, waited: bool) -> None:
+    """The one line (or the JSON) `ingest` and `watch` end with, and their exit code."""
     if as_json:
         _emit(result)
     else:
@@ -369,7 +459,7 @@ def ingest(
         if result.get("chunk_count") is not None:
             line += f", {_count(result['chunk_count'], 'chunk')}"
         typer.echo(line)
-    if wait and result["status"] not in ("completed",):
+    if waited and result["status"] not in ("completed",):
         raise typer.Exit(1 if result["status"] == "failed" else 2)
 
 
@@ -564,10 +654,10 @@ def reprocess(
 def mcp_server(
     user: UserOpt = ...,  # type: ignore[assignment]
 ) -> None:
-    """Serve the MCP debugging tools over Chroma on stdin/stdout, bound to one student's collections only."""
+    """Serve the MCP debugging and diagnosis tools on stdin/stdout, bound to one student's data only."""
     from shared.mcp.server import serve_stdio
 
-    asyncio.run(serve_stdio(settings("chroma_url"), user_id=user))
+    asyncio.run(serve_stdio(settings("chroma_url", "database_url", "qdrant_url"), user_id=user))
 
 
 @dlq.command("list")

@@ -394,3 +394,23 @@ async def list_jobs(
         fields = {k: r[k] for k in JobRow.__dataclass_fields__ if k != "stages"}
         jobs.append(JobRow(**fields, stages=tuple(stages.get(r["source_id"], ()))))
     return jobs
+
+
+async def jobs_titled(conn: Executor, *, user_id: uuid.UUID, title: str, limit: int = 10) -> list[JobRow]:
+    """One user's jobs whose title is this (any case) or, failing that, contains it; exact matches first, then
+    the newest."""
+    pattern = "%" + title.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    records = await conn.fetch(
+        """
+        SELECT source_id FROM ingest_jobs
+         WHERE user_id = $1 AND title ILIKE $2
+         ORDER BY lower(title) = lower($3) DESC, created_at DESC LIMIT $4
+        """,
+        user_id,
+        pattern,
+        title,
+        limit,
+    )
+    order = [r["source_id"] for r in records]
+    found = {j.source_id: j for j in await list_jobs(conn, source_ids=order, limit=limit)}
+    return [found[s] for s in order if s in found]

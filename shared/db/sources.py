@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final
 
@@ -214,4 +215,37 @@ async def set_page_count(conn: Executor, *, source_id: uuid.UUID, pages: int) ->
     """textbook_downloads.page_count."""
     await conn.execute(
         "UPDATE textbook_downloads SET page_count = $2, updated_at = NOW() WHERE id = $1", source_id, pages
+    )
+
+
+@dataclass(frozen=True)
+class RowState:
+    """What a content row itself says of its processing (the design's columns, as the backend reads them)."""
+
+    status_column: str | None
+    """The kind's own status column (transcript_status, extraction_status, embedding_status); None for notes."""
+    status: str | None
+    vector_id: str | None
+    """Set once every chunk is searchable (textbooks have no such column: total_chunks instead)."""
+    total_chunks: int | None
+
+
+async def row_state(conn: Executor, *, kind: str, source_id: uuid.UUID) -> RowState | None:
+    """The content row's status column, vector_id and (textbooks) total_chunks; None if there is no row."""
+    column = STATUS_COLUMN_OF_KIND[kind]
+    status_col = column or "NULL::varchar"
+    vector_col = "NULL::varchar" if kind == "textbook" else "vector_id"
+    total_col = "total_chunks" if kind == "textbook" else "NULL::int"
+    record = await conn.fetchrow(
+        f"SELECT {status_col} AS status, {vector_col} AS vector_id, {total_col} AS total_chunks "  # noqa: S608
+        f"FROM {_table(kind)} WHERE id = $1",
+        source_id,
+    )
+    if record is None:
+        return None
+    return RowState(
+        status_column=column,
+        status=record["status"],
+        vector_id=record["vector_id"],
+        total_chunks=record["total_chunks"],
     )

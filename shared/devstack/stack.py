@@ -66,7 +66,8 @@ class WorkerProcess:
     log_offset: int = 0
     """Where this process's own lines begin in its log (a restarted replica appends to the same file)."""
     http_port: int | None = None
-    """Where it serves /health, /ready and /metrics (the search API: its API) on 127.0.0.1."""
+    """Where it serves /health, /ready and /metrics (the search API: its API) on 127.0.0.1; `lmgpa dev ps` lists
+    it and `lmgpa top` reads the metrics there."""
 
 
 @dataclass

@@ -64,6 +64,14 @@ class Envelope(BaseModel):
     producer: str = Field(
         max_length=100, description="Who published it: a service name or the backend.", examples=["upload"]
     )
+    traceparent: str | None = Field(
+        default=None,
+        pattern=r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$",
+        description=(
+            "W3C trace context of the span that published it (as in the Kafka `traceparent` header), kept in the "
+            "event so that a re-drive from the outbox continues the upload's trace. Absent when nothing traces."
+        ),
+    )
 
     def key(self) -> bytes:
         """The Kafka message key: the source id, so one source's events stay in order."""
@@ -197,6 +205,19 @@ class TextbookUploaded(_MediaUploaded):
 
     TOPIC: ClassVar[str] = topics.TEXTBOOK_UPLOADED
     event_type: Literal["TextbookUploaded"] = "TextbookUploaded"
+
+
+class ContentReuseQueued(_MediaUploaded):
+    """An accepted upload whose bytes a completed source has, under the same pipeline version: the indexing
+    worker copies that source's vectors and rows under this one's ids, or falls back to the kind's normal path."""
+
+    TOPIC: ClassVar[str] = topics.CONTENT_REUSE
+    event_type: Literal["ContentReuseQueued"] = "ContentReuseQueued"
+
+    content_sha256: str = Field(pattern="^[0-9a-f]{64}$", description="SHA-256 of the uploaded file.")
+    pipeline_version: str = Field(
+        pattern="^[0-9a-f]{64}$", description="Digest of every setting the results depend on."
+    )
 
 
 class AudioPieceQueued(_SourceEvent):
@@ -418,6 +439,7 @@ EVENT_MODELS: tuple[type[Envelope], ...] = (
     AudioUploaded,
     PhotoUploaded,
     TextbookUploaded,
+    ContentReuseQueued,
     AudioPieceQueued,
     TextbookPagesQueued,
     TextExtracted,

@@ -20,6 +20,8 @@ SOURCE_INDEXED: Final = "lmgpa.source.indexed.v1"
 SOURCE_FAILED: Final = "lmgpa.source.failed.v1"
 SOURCE_REPROCESS: Final = "lmgpa.source.reprocess.v1"
 """Re-run a finished source from a stage; its vectors are replaced atomically from a reader's point of view."""
+CONTENT_REUSE: Final = "lmgpa.content.reuse.v1"
+"""An upload whose bytes a completed source of the same pipeline version has: copy its results, do not compute."""
 SOURCE_DELETED: Final = "lmgpa.source.deleted.v1"
 """The backend deleted a source, a class or a user: every vector of it must go."""
 DEAD_LETTER: Final = "lmgpa.deadletter.v1"
@@ -37,6 +39,7 @@ ALL_TOPICS: Final[tuple[str, ...]] = (
     SOURCE_INDEXED,
     SOURCE_FAILED,
     SOURCE_REPROCESS,
+    CONTENT_REUSE,
     SOURCE_DELETED,
     DEAD_LETTER,
 )
@@ -47,7 +50,7 @@ SERVICE_INPUTS: Final[dict[str, tuple[str, ...]]] = {
     "ocr": (PHOTO_UPLOADED,),
     "chunking": (TEXTBOOK_UPLOADED, TEXTBOOK_PAGES),
     "embedding": (TEXT_EXTRACTED,),
-    "indexing": (CHUNKS_EMBEDDED, SOURCE_DELETED),
+    "indexing": (CHUNKS_EMBEDDED, CONTENT_REUSE, SOURCE_DELETED),
 }
 """Which topics each worker consumes; every worker may also publish to SOURCE_FAILED and DEAD_LETTER."""
 
@@ -64,9 +67,10 @@ applied, so the reconciler can publish again what a broker lost. Deletes have th
 
 PRODUCERS: Final[dict[str, tuple[str, ...]]] = {
     SOURCE_UPLOADED: ("backend",),
-    AUDIO_UPLOADED: ("upload",),
-    PHOTO_UPLOADED: ("upload",),
-    TEXTBOOK_UPLOADED: ("upload",),
+    # The indexing worker sends them too: a reuse that cannot copy (its donor went) falls back to computing.
+    AUDIO_UPLOADED: ("upload", "indexing"),
+    PHOTO_UPLOADED: ("upload", "indexing"),
+    TEXTBOOK_UPLOADED: ("upload", "indexing"),
     AUDIO_PIECES: ("transcription",),
     TEXTBOOK_PAGES: ("chunking",),
     TEXT_EXTRACTED: ("upload", "transcription", "ocr", "chunking"),
@@ -74,6 +78,7 @@ PRODUCERS: Final[dict[str, tuple[str, ...]]] = {
     SOURCE_INDEXED: ("indexing",),
     SOURCE_FAILED: SERVICES,
     SOURCE_REPROCESS: ("backend",),
+    CONTENT_REUSE: ("upload",),
     SOURCE_DELETED: ("backend",),
     DEAD_LETTER: SERVICES,
 }

@@ -13,7 +13,7 @@ import struct
 import tempfile
 import warnings
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,10 +93,26 @@ _MAGIC: Final = (
 Array = npt.NDArray[np.float32]
 
 
+class _TesseractEnvironment(Mapping[str, str]):
+    """This process's environment as it is at each call, with OMP_THREAD_LIMIT=1 on top: only for Tesseract."""
+
+    def __getitem__(self, key: str) -> str:
+        return "1" if key == "OMP_THREAD_LIMIT" else os.environ[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter({*os.environ, "OMP_THREAD_LIMIT"})
+
+    def __len__(self) -> int:
+        return len({*os.environ, "OMP_THREAD_LIMIT"})
+
+
 def limit_tesseract_threads() -> None:
-    """Make every Tesseract started from now on single-threaded (OMP_THREAD_LIMIT=1): faster on shared cores."""
-    # Tesseract reads it at start; pytesseract passes os.environ to the child process.
-    os.environ["OMP_THREAD_LIMIT"] = "1"
+    """Make every Tesseract started from now on single-threaded (OMP_THREAD_LIMIT=1): faster on shared cores.
+
+    Only Tesseract's own processes get the limit (pytesseract hands its module's `environ` to each child):
+    set in this process's environment, it would also bind every OpenMP library loaded here (CTranslate2 under
+    faster-whisper gave wrong transcripts in a process that had run OCR first)."""
+    pytesseract.pytesseract.environ = _TesseractEnvironment()
 
 
 def _looks_like_supported_image(path: Path) -> bool:

@@ -22,11 +22,13 @@ from shared.events.models import SourceRef
 from shared.settings import Settings
 from shared.vectors.records import (
     CollectionStats,
+    DonorVectors,
     SearchHit,
     StoredDocument,
     VectorRecord,
     chroma_collection_name,
     newest_generation_only,
+    rekeyed,
     visible_to,
 )
 
@@ -172,6 +174,31 @@ class ChromaStore:
                     await collection.delete(ids=found["ids"])
                     removed += len(found["ids"])
         return removed
+
+    async def copy_source(self, donor: DonorVectors, target: SourceRef) -> int:
+        """Copy one generation of a donor's documents (embedding, text, content fields) into the target's
+        collection under its ids, owner, class and title, hidden; returns how many were copied."""
+        name = chroma_collection_name(donor.user_id, donor.class_id, donor.content_type)
+        with _transient_when_down():
+            collection = await self._existing(name)
+            if collection is None:
+                return 0
+            found = await collection.get(
+                where={"$and": [{"source_id": str(donor.source_id)}, {"generation": donor.generation}]},
+                include=["embeddings", "documents", "metadatas"],
+            )
+            embeddings: Any = found["embeddings"]
+            records = [
+                rekeyed(target, dict(meta), vector=[float(v) for v in vector], document=text or "")
+                for meta, vector, text in zip(
+                    found["metadatas"] or [],
+                    embeddings if embeddings is not None else [],
+                    found["documents"] or [],
+                    strict=True,
+                )
+            ]
+        await self.upsert(records)
+        return len(records)
 
     async def promote(self, source: SourceRef) -> None:
         """Show a reprocessed source's new generation, then drop every other one (two requests: Chroma has no

@@ -19,17 +19,19 @@ import httpx
 from qdrant_client import AsyncQdrantClient, models
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
-from shared.errors import PipelineError, TransientError
+from shared.errors import PermanentError, PipelineError, TransientError
 from shared.events.models import SourceRef
 from shared.settings import Settings
 from shared.vectors.records import (
     DEFAULT_SEARCH_MODE,
+    DonorVectors,
     ScoreKind,
     SearchHit,
     SearchMode,
     SharedSource,
     VectorRecord,
     newest_generation_only,
+    rekeyed,
 )
 
 UPSERT_BATCH = 128
@@ -48,6 +50,24 @@ DEFAULT_FUSION = RRF
 _GRPC_TRANSIENT = frozenset(
     {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED}
 )
+_GRPC_REFUSED = frozenset(
+    {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION}
+)
+_HTTP_TRANSIENT = frozenset({408, 429})
+"""Request timeout and too many requests: Qdrant busy, not the request wrong."""
+
+
+def _reason(error: UnexpectedResponse) -> str:
+    """Qdrant's own words for a refusal (its JSON status.error), else the raw body, short."""
+    try:
+        detail = error.structured().get("status", {})
+        if isinstance(detail, dict) and detail.get("error"):
+            return str(detail["error"])[:300]
+    except ValueError:
+        pass
+    return error.content.decode("utf-8", "replace")[:300]
+
+
 PAYLOAD_INDEXES: dict[str, models.PayloadSchemaType | models.KeywordIndexParams] = {
     "user_id": models.KeywordIndexParams(type=models.KeywordIndexType.KEYWORD, is_tenant=True),
     "class_id": models.PayloadSchemaType.KEYWORD,
@@ -61,14 +81,27 @@ PAYLOAD_INDEXES: dict[str, models.PayloadSchemaType | models.KeywordIndexParams]
 
 @contextmanager
 def _transient_when_down() -> Iterator[None]:
-    """Qdrant unreachable, restarting or refusing for load is transient (retry), over REST or gRPC."""
+    """Qdrant unreachable, restarting or refusing for load is transient (retry), over REST or gRPC; a request
+    it refuses as such (any other 4xx: a wrong vector size, a missing collection) is permanent, with its reason:
+    retrying the same request cannot help, and redelivering it five times only hides the cause."""
     try:
         yield
-    except (ResponseHandlingException, UnexpectedResponse, httpx.TransportError) as error:
+    except UnexpectedResponse as error:
+        status = error.status_code
+        if status is not None and 400 <= status < 500 and status not in _HTTP_TRANSIENT:
+            raise PermanentError(
+                "qdrant_rejected", f"Qdrant refused the request ({status}): {_reason(error)}"
+            ) from error
+        raise TransientError("qdrant_unavailable", str(error)[:300]) from error
+    except (ResponseHandlingException, httpx.TransportError) as error:
         raise TransientError("qdrant_unavailable", str(error)[:300]) from error
     except grpc.aio.AioRpcError as error:
         if error.code() in _GRPC_TRANSIENT:
             raise TransientError("qdrant_unavailable", str(error)[:300]) from error
+        if error.code() in _GRPC_REFUSED:
+            raise PermanentError(
+                "qdrant_rejected", f"Qdrant refused the request: {error.details()}"[:400]
+            ) from error
         raise
 
 
@@ -418,6 +451,53 @@ class QdrantStore:
             records.extend(page)
             if offset is None:
                 return records
+
+    async def copy_source(self, donor: DonorVectors, target: SourceRef) -> int:
+        """Copy one generation of a donor's points (the dense and the BM25 vector as stored, the chunk's text and
+        content fields) under the target's ids, owner, class and title, hidden; returns how many were copied."""
+        flt = _filter(user_id=donor.user_id, source_id=donor.source_id)
+        this = models.FieldCondition(key="generation", match=models.MatchValue(value=donor.generation))
+        flt = models.Filter(must=[*(flt.must or []), this])
+        copied = 0
+        offset: Any = None
+        with _transient_when_down():
+            while True:
+                page, offset = await self.client.scroll(
+                    self.collection,
+                    scroll_filter=flt,
+                    limit=UPSERT_BATCH,
+                    offset=offset,
+                    with_payload=True,
+                    with_vectors=True,
+                )
+                points = []
+                for point in page:
+                    payload = dict(point.payload or {})
+                    record = rekeyed(
+                        target, payload, vector=dense_vector(point), document=str(payload.get("text", ""))
+                    )
+                    vectors: dict[str, Any] = {DENSE: record.vector}
+                    stored = point.vector.get(BM25) if isinstance(point.vector, dict) else None
+                    if isinstance(stored, models.SparseVector):
+                        vectors[BM25] = stored  # term weights of the same text: copied, not recomputed
+                    elif self.bm25:
+                        vectors[BM25] = models.Document(text=record.document, model=BM25_MODEL)
+                    points.append(
+                        models.PointStruct(
+                            id=record.point_id,
+                            vector=vectors,
+                            payload={
+                                **record.metadata,
+                                "document_id": record.document_id,
+                                "text": record.document,
+                            },
+                        )
+                    )
+                if points:
+                    await self.client.upsert(self.collection, points=points, wait=True)
+                copied += len(points)
+                if offset is None:
+                    return copied
 
     async def delete(
         self,

@@ -92,6 +92,64 @@ def to_record(source: SourceRef, chunk: EmbeddedChunk, *, model: str) -> VectorR
     )
 
 
+CHUNK_FIELDS: tuple[str, ...] = (
+    "chunk_index",
+    "token_count",
+    "model",
+    "page_start",
+    "page_end",
+    "start_seconds",
+    "end_seconds",
+    "confidence",
+    "low_confidence",
+)
+"""The metadata a chunk's content decides (the same for every upload of the same bytes); the rest names the
+source, its owner and its class, and is never copied from another upload."""
+
+
+@dataclass(frozen=True)
+class DonorVectors:
+    """Where a completed source's vectors are, to be copied under another source (reuse of identical uploads)."""
+
+    source_id: uuid.UUID
+    user_id: uuid.UUID
+    class_id: uuid.UUID
+    content_type: str
+    generation: int
+
+
+def rekeyed(
+    target: SourceRef,
+    donor_metadata: dict[str, Any],
+    *,
+    vector: list[float],
+    document: str,
+    visible: bool = False,
+) -> VectorRecord:
+    """A donor chunk's content as a chunk of ``target``: its ids, owner, class, title and date are the target's;
+    only the fields in CHUNK_FIELDS come from the donor. Hidden until the whole copy is in (``visible``)."""
+    chunk = {k: donor_metadata[k] for k in CHUNK_FIELDS if donor_metadata.get(k) is not None}
+    chunk_index = int(chunk["chunk_index"])
+    metadata: dict[str, Any] = {
+        **chunk,
+        "user_id": str(target.user_id),
+        "class_id": str(target.class_id),
+        "content_type": target.content_type,
+        "source_id": str(target.source_id),
+        "title": target.title,
+        "date": target.created_at.date().isoformat(),
+        "generation": target.generation,
+        "visible": visible,
+    }
+    return VectorRecord(
+        point_id=point_id(target.source_id, chunk_index, target.generation),
+        document_id=document_id(target, chunk_index),
+        vector=vector,
+        document=document,
+        metadata=metadata,
+    )
+
+
 @dataclass(frozen=True)
 class SearchHit:
     """One match of a search, from either store."""

@@ -11,11 +11,16 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def lmgpa(
-    home: Path, *args: str, check: bool = True, timeout: float = 900
+    home: Path,
+    *args: str,
+    check: bool = True,
+    timeout: float = 900,
+    settings: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Run the CLI with only the stack's home set (no other LMGPA_ variable leaks in from the tests)."""
+    """Run the CLI with only the stack's home set (no other LMGPA_ variable leaks in from the tests), plus the
+    given ``settings`` (a `dev up` passes them on to the workers it starts)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("LMGPA_")}
-    env |= {"LMGPA_DEV_HOME": str(home), "HF_HUB_OFFLINE": "1"}
+    env |= {"LMGPA_DEV_HOME": str(home), "HF_HUB_OFFLINE": "1", **(settings or {})}
     result = subprocess.run(
         [sys.executable, "-m", "shared.cli.main", *args],
         cwd=REPO,

@@ -37,6 +37,11 @@ NOTES = (
 )
 
 
+COMPUTE_EVERYTHING = {"LMGPA_REUSE_IDENTICAL_UPLOADS": "false"}
+"""Both tests upload the same media: without this the second would copy the first's results (reuse of identical
+uploads) and have no work in flight to lose."""
+
+
 def state_of(home: Path) -> stack.StackState:
     state = stack.load_state(home)
     assert state is not None
@@ -58,7 +63,7 @@ async def sql(dsn: str, query: str, *args: Any) -> list[asyncpg.Record]:
 @pytest.fixture(scope="module")
 def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     folder = tmp_path_factory.mktemp("redrive")
-    lmgpa(folder, "dev", "up")
+    lmgpa(folder, "dev", "up", settings=COMPUTE_EVERYTHING)
     try:
         yield folder
     finally:
@@ -235,7 +240,7 @@ def test_a_whole_stack_restart_loses_no_work(home: Path, media: dict[str, Path],
     detections = len(lost_log_detections(home))
     lmgpa(home, "dev", "down")
     started = time.monotonic()
-    lmgpa(home, "dev", "up")
+    lmgpa(home, "dev", "up", settings=COMPUTE_EVERYTHING)
     env = env_of(home)
     rows = asyncio.run(wait_completed(env["LMGPA_DATABASE_URL"], ids))
     recovered = time.monotonic() - started

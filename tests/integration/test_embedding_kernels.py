@@ -277,6 +277,27 @@ def test_a_texts_vector_does_not_depend_on_its_batch(
         assert float((together[:12] * alone).sum(axis=1).min()) > bar, backend
 
 
+def test_side_by_side_streams_give_each_text_its_own_vector(
+    embedders: dict[str, SentenceEmbedder], texts: list[str]
+) -> None:
+    # Two requests run batches at once and finish in any order: each vector must still land on its text.
+    together = embedders["openvino-int8"]
+    assert together.streams == 2
+    alone = SentenceEmbedder(name=MODEL, backend="openvino-int8", cache_dir=CACHE, threads=2, streams=1)
+    assert alone.streams == 1
+    many = list(dict.fromkeys(texts))  # distinct texts, in several batches of 8 so both requests take turns
+    assert len(many) > 24
+    together.batch_size = alone.batch_size = 8
+    try:
+        parallel, serial = together.embed_sync(many), alone.embed_sync(many)
+    finally:
+        together.batch_size = 32
+    assert parallel.shape == serial.shape == (len(many), 384)
+    cosines = parallel @ serial.T
+    assert float(np.diag(cosines).min()) > 0.999
+    assert (np.argmax(cosines, axis=1) == np.arange(len(many))).all()  # a mix-up would point elsewhere
+
+
 async def test_the_embedder_keeps_its_interface_whatever_the_kernel(built: dict[em.Artifact, Path]) -> None:
     settings = Settings(embedding_backend="auto", model_cache_dir=CACHE)
     with capture_logs() as logs:

@@ -12,6 +12,7 @@ from qdrant_client.http.exceptions import UnexpectedResponse
 
 from shared.devstack.servers import ServerProcess
 from shared.embedder import SentenceEmbedder
+from shared.errors import PermanentError
 from shared.vectors.qdrant import BM25, DENSE, CollectionLayoutError, QdrantStore, dense_vector
 from shared.vectors.records import SearchMode, VectorRecord
 
@@ -125,3 +126,21 @@ async def test_the_collection_refuses_a_filter_without_a_payload_index(client: A
     with pytest.raises(UnexpectedResponse, match="Index required"):
         await client.query_points(store.collection, query=[0.1] * 8, using=DENSE, query_filter=unindexed)
     await client.delete_collection(store.collection)
+
+
+async def test_a_request_qdrant_refuses_is_permanent_and_says_why(client: AsyncQdrantClient) -> None:
+    # A wrong vector size cannot succeed on a retry: the source fails now, with Qdrant's reason, instead of
+    # being redelivered until its budget is spent and reported as an outage.
+    store = QdrantStore(client, collection=f"refused_{uuid.uuid4().hex[:10]}", dimensions=384)
+    await store.ensure_collection()
+    record = VectorRecord(
+        point_id=str(uuid.uuid4()),
+        document_id="note_short_0",
+        vector=[0.1] * 12,
+        document="a vector of the wrong size",
+        metadata={"user_id": str(STUDENT), "class_id": str(CLASS), "content_type": "notes", "visible": True},
+    )
+    with pytest.raises(PermanentError) as caught:
+        await store.upsert([record])
+    assert caught.value.code == "qdrant_rejected"
+    assert "400" in caught.value.reason and "dimension" in caught.value.reason.lower()

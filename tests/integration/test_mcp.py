@@ -21,7 +21,7 @@ from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
 from mcp.types import CallToolResult, TextContent
 
-from shared.devstack.servers import ServerProcess
+from shared.devstack.servers import ServerProcess, postgres_dsn
 from shared.embedder import SentenceEmbedder
 from shared.events.models import EmbeddedChunk, SourceRef, encode_vector
 from shared.settings import Settings
@@ -32,12 +32,15 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL = "all-MiniLM-L6-v2"
-FIVE_TOOLS = {
+EIGHT_TOOLS = {
     "chroma_list_collections",
     "chroma_search",
     "chroma_get_collection_info",
     "chroma_peek_documents",
     "chroma_count_documents",
+    "qdrant_search",
+    "diagnose_source",
+    "why_not_found",
 }
 HIDDEN_TEXT = "Reprocess draft, not yet shown: derivatives, rates of change and the slopes of tangent lines."
 
@@ -47,6 +50,8 @@ class World:
     """What was written: two students sharing a class id, one with a second class, and a hidden generation."""
 
     chroma_url: str
+    database_url: str
+    qdrant_url: str
     user_a: uuid.UUID
     user_b: uuid.UUID
     klass: uuid.UUID
@@ -82,7 +87,9 @@ def source(user: uuid.UUID, klass: uuid.UUID, kind: str, title: str, *, generati
 
 
 @pytest.fixture(scope="module")
-async def world(chroma_server: ServerProcess) -> World:
+async def world(
+    chroma_server: ServerProcess, postgres_server: ServerProcess, qdrant_server: ServerProcess
+) -> World:
     """Both students' documents, embedded with the pipeline's model and written as the indexing worker does."""
     a, b, klass, b_only = uuid.uuid4(), uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
     calculus = source(a, klass, "note", "Calculus lecture 3")
@@ -122,7 +129,11 @@ async def world(chroma_server: ServerProcess) -> World:
     client = await make_chroma_client(Settings(chroma_url=chroma_server.url))
     await ChromaStore(client).upsert(records)
     existing = {c.name for c in await client.list_collections()}
-    world = World(chroma_server.url, a, b, klass, b_only, records)
+    # The server also reads PostgreSQL and Qdrant (the diagnosis tools: test_mcp_diagnosis.py); none of these
+    # tests asks them anything.
+    world = World(
+        chroma_server.url, postgres_dsn(postgres_server.port), qdrant_server.url, a, b, klass, b_only, records
+    )
     assert {world.name(b, "notes"), world.name(b, "notes", b_only), world.name(a, "notes")} <= existing
     return world
 
@@ -135,6 +146,8 @@ async def mcp_client(world: World, user: uuid.UUID, tmp_path: Path) -> AsyncIter
         args=["-m", "shared.cli.main", "mcp", "--user", str(user)],
         env={
             "LMGPA_CHROMA_URL": world.chroma_url,
+            "LMGPA_DATABASE_URL": world.database_url,
+            "LMGPA_QDRANT_URL": world.qdrant_url,
             "LMGPA_DEV_HOME": str(tmp_path / "no-stack"),  # never the settings of a dev stack running here
             "HF_HUB_OFFLINE": "1",
             "TRANSFORMERS_OFFLINE": "1",
@@ -170,11 +183,11 @@ def no_embeddings(value: Any) -> bool:
     return True
 
 
-async def test_the_server_lists_exactly_five_tools_and_searches_only_the_users_visible_documents(
+async def test_the_server_lists_exactly_eight_tools_and_searches_only_the_users_visible_documents(
     world: World, tmp_path: Path
 ) -> None:
     async with mcp_client(world, world.user_a, tmp_path) as as_a:
-        assert {t.name for t in (await as_a.list_tools()).tools} == FIVE_TOOLS
+        assert {t.name for t in (await as_a.list_tools()).tools} == EIGHT_TOOLS
 
         found = await call(
             as_a,

@@ -21,8 +21,11 @@ real regression of a preprocessing step (which costs 10-100 points on its class)
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
+from typing import Any
 
+import pytesseract  # type: ignore[import-untyped]
 import pytest
 from PIL import Image
 
@@ -177,9 +180,21 @@ def test_half_turn_is_retried_when_orientation_detection_misses(monkeypatch: pyt
     assert result.mean_confidence > LOW_CONFIDENCE
 
 
-def test_tesseract_runs_single_threaded() -> None:
+def test_tesseract_runs_single_threaded_and_nothing_else_is_limited(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OMP_THREAD_LIMIT", raising=False)
+    monkeypatch.setenv("LMGPA_PROBE", "seen")
+    seen: list[dict[str, str]] = []
+    real_popen = subprocess.Popen
+
+    def popen(args: Any, **kwargs: Any) -> Any:
+        seen.append(dict(kwargs["env"]))
+        return real_popen(args, **kwargs)
+
+    monkeypatch.setattr(pytesseract.pytesseract.subprocess, "Popen", popen)
     ocr_image(Image.new("L", (64, 64), 255), preprocess=False)
-    assert os.environ["OMP_THREAD_LIMIT"] == "1"
+    assert seen and all(env["OMP_THREAD_LIMIT"] == "1" for env in seen)
+    assert all(env["LMGPA_PROBE"] == "seen" for env in seen)  # the rest of the environment, as it is now
+    assert "OMP_THREAD_LIMIT" not in os.environ  # this process (and faster-whisper in it) is not limited
 
 
 def test_missing_language_is_permanent() -> None:

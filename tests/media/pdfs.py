@@ -950,3 +950,30 @@ def make_hostile_pdf(path: Path, kind: HostileKind) -> list[str]:
         objects[3] = b"<< /Length 999999999999 >>\nstream\n" + text + b"\nendstream"
     path.write_bytes(_raw_pdf(objects))
     return refs
+
+
+def make_edition_pdf(path: Path, *, pages: int, edition: str) -> list[str]:
+    """Write a quick book of several paragraphs a page whose bytes differ by `edition` (each test its own file,
+    so identical-upload reuse never finds another test's book); return each page's reference text."""
+    canvas = Canvas(str(path), pagesize=letter, pageCompression=1, invariant=1)
+    refs = []
+    for page in range(1, pages + 1):
+        rng = random.Random(f"edition-{edition}-{page}")
+        lines = [f"Edition {edition}, section {page}", unique_sentence(page)]
+        for _ in range(14):
+            lines.append(" ".join(rng.choice(_EDITION_WORDS) for _ in range(12)) + ".")
+        top = PAGE_HEIGHT - MARGIN
+        for n, line in enumerate(lines):
+            canvas.setFont("Times-Bold" if n == 0 else "Times-Roman", 14 if n == 0 else 10)
+            canvas.drawString(MARGIN, top - n * 16, line)
+        canvas.showPage()
+        refs.append("\n".join(lines))
+    canvas.save()
+    return refs
+
+
+_EDITION_WORDS = [
+    *("entropy", "heat", "engine", "cycle", "temperature", "pressure", "volume", "gas", "piston", "work"),
+    *("energy", "system", "boundary", "reservoir", "efficiency", "Carnot", "isothermal", "adiabatic"),
+    *("expansion", "compression", "molecule", "kinetic", "equilibrium", "state", "function"),
+]

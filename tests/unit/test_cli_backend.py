@@ -176,7 +176,13 @@ class _Directory:
         return False
 
     async def accept(
-        self, event: SourceUploaded, *, text: str | None, stored: StoredFile | None, next_stage: str
+        self,
+        event: SourceUploaded,
+        *,
+        text: str | None,
+        stored: StoredFile | None,
+        next_stage: str,
+        content_key: object = None,
     ) -> SourceRow:
         return SourceRow(
             source_id=event.source_id,

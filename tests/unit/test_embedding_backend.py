@@ -120,7 +120,9 @@ class FakeKernel:
 def _fake_machine(monkeypatch: pytest.MonkeyPatch, unbuildable: set[str]) -> list[str]:
     tried: list[str] = []
 
-    def load(backend: str, model_path: Path, *, cache_dir: Path, threads: int) -> FakeKernel:
+    def load(
+        backend: str, model_path: Path, *, cache_dir: Path, threads: int, streams: int | None = None
+    ) -> FakeKernel:
         tried.append(backend)
         if backend in unbuildable:
             raise EmbeddingBuildError(f"{backend} needs nncf to build (nncf is missing)")

@@ -18,6 +18,7 @@ from shared.events.models import (
     AudioPieceQueued,
     AudioUploaded,
     ChunksEmbedded,
+    ContentReuseQueued,
     EmbeddedChunk,
     Envelope,
     PhotoUploaded,
@@ -102,6 +103,15 @@ def one_of_each() -> list[Envelope]:
         media_type="application/pdf",
         size_bytes=7_340_032,
     )
+    reuse = ContentReuseQueued(
+        **up.follow("ContentReuseQueued", producer="upload"),
+        source=book_ref,
+        storage_url=f"file:///srv/lmgpa/storage/{USER}/campbell-ch9-copy.pdf",
+        media_type="application/pdf",
+        size_bytes=7_340_032,
+        content_sha256="3b" * 32,
+        pipeline_version="9f" * 32,
+    )
     text = TextExtracted(
         **audio.follow("TextExtracted/0", producer="transcription"),
         source=REF,
@@ -180,7 +190,7 @@ def one_of_each() -> list[Envelope]:
     again = SourceReprocessRequested(
         correlation_id=JOB, producer="backend", source_id=ROW_ID, kind="audio", user_id=USER, class_id=CLASS
     )
-    return [up, audio, photo, book, piece, pages, text, embedded, indexed, failed, deleted, again]
+    return [up, audio, photo, book, reuse, piece, pages, text, embedded, indexed, failed, deleted, again]
 
 
 def test_one_of_each_covers_every_event_model() -> None:

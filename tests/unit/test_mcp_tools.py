@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from mcp import Client
 
+from shared.mcp.diagnosis import DiagnosisTools
 from shared.mcp.server import TOOL_NAMES, build_server
 from shared.mcp.tools import (
     CONTENT_TYPES,
@@ -25,6 +26,7 @@ from shared.mcp.tools import (
     not_found_message,
 )
 from shared.vectors.records import SearchHit, chroma_collection_name
+from tests.unit.test_mcp_diagnosis import FakeIndex, FakeRecords, make_tools
 
 BOUND = uuid.UUID("11111111-1111-4111-8111-111111111111")
 OTHER = uuid.UUID("22222222-2222-4222-8222-222222222222")
@@ -353,16 +355,26 @@ async def test_a_search_in_another_users_class_finds_nothing(store: FakeStore) -
 # ------------------------------------------------------------------------------------ through MCP, in memory
 
 
-async def test_the_server_offers_exactly_the_five_read_only_tools(tools: ChromaTools) -> None:
-    async with Client(build_server(tools)) as client:
+def diagnosis(user: uuid.UUID = BOUND) -> DiagnosisTools:
+    """The diagnosis tools over empty fakes (tests/unit/test_mcp_diagnosis.py tests them)."""
+    return make_tools(FakeRecords([]), FakeIndex("qdrant"), FakeIndex("chroma"), user)
+
+
+async def test_the_server_offers_exactly_the_eight_read_only_tools(tools: ChromaTools) -> None:
+    async with Client(build_server(tools, diagnosis())) as client:
         listed = (await client.list_tools()).tools
         assert sorted(t.name for t in listed) == sorted(TOOL_NAMES)
-        assert len(TOOL_NAMES) == 5
+        assert len(TOOL_NAMES) == 8
         assert all(t.annotations is not None and t.annotations.read_only_hint for t in listed)
 
 
+def test_both_sets_of_tools_must_be_bound_to_the_same_user(tools: ChromaTools) -> None:
+    with pytest.raises(ValueError, match="same user"):
+        build_server(tools, diagnosis(OTHER))
+
+
 async def test_through_mcp_answers_are_structured_and_refusals_identical(tools: ChromaTools) -> None:
-    async with Client(build_server(tools)) as client:
+    async with Client(build_server(tools, diagnosis())) as client:
         counted = await client.call_tool("chroma_count_documents", {"collection_name": NOTES})
         assert not counted.is_error and counted.structured_content == {"collection": NOTES, "count": 2}
         refusals = set()

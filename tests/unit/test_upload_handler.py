@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -10,10 +11,11 @@ from typing import Any
 
 import pytest
 
-from services.upload.handlers import Limits, accept_upload
+from services.upload.handlers import ContentKey, Limits, accept_upload
 from shared.errors import PermanentError
 from shared.events.models import (
     AudioUploaded,
+    ContentReuseQueued,
     PhotoUploaded,
     SourceUploaded,
     TextbookUploaded,
@@ -63,10 +65,24 @@ class FakeDirectory:
     async def is_deleted(self, *, user_id: uuid.UUID, class_id: uuid.UUID, source_id: uuid.UUID) -> bool:
         return bool({user_id, class_id, source_id} & self.deleted)
 
+    donors: set[tuple[str, str, str]] = field(default_factory=set)
+    """(kind, sha256, pipeline version) of completed sources."""
+
+    async def has_donor(self, kind: str, key: ContentKey, *, exclude: uuid.UUID) -> bool:
+        return (kind, key.sha256, key.pipeline_version) in self.donors
+
     async def accept(
-        self, event: SourceUploaded, *, text: str | None, stored: StoredFile | None, next_stage: str
+        self,
+        event: SourceUploaded,
+        *,
+        text: str | None,
+        stored: StoredFile | None,
+        next_stage: str,
+        content_key: ContentKey | None = None,
     ) -> SourceRow:
-        self.accepted.append({"event": event, "text": text, "stored": stored, "next_stage": next_stage})
+        self.accepted.append(
+            {"event": event, "text": text, "stored": stored, "next_stage": next_stage, "key": content_key}
+        )
         row = self.rows.get((event.kind, event.source_id))
         if row is None:
             row = SourceRow(
@@ -425,3 +441,65 @@ async def test_an_upload_of_a_deleted_source_class_or_user_is_refused() -> None:
         with pytest.raises(PermanentError) as failure:
             await accept_upload(event, directory=directory, storage=storage, limits=LIMITS)
         assert failure.value.code == "deleted" and not directory.accepted
+
+
+class FakeFingerprints:
+    """A fixed content key per file path; records what it was asked."""
+
+    def __init__(self, version: str = "a" * 64) -> None:
+        self.version = version
+        self.asked: list[tuple[Path, str]] = []
+
+    async def content_key(self, stored: StoredFile, kind: str) -> ContentKey:
+        self.asked.append((stored.path, kind))
+        return ContentKey(
+            sha256=hashlib.sha256(str(stored.path).encode()).hexdigest(), pipeline_version=self.version
+        )
+
+
+@pytest.mark.parametrize("kind", ["audio", "photo", "textbook"])
+async def test_an_upload_with_a_completed_identical_source_is_sent_to_reuse(kind: str) -> None:
+    _, _, size, _, normal_stage = MEDIA[kind]
+    event, storage = media_upload(kind)
+    fingerprints = FakeFingerprints()
+    key = await fingerprints.content_key(storage.files[event.storage_url or ""], kind)
+    directory = FakeDirectory(donors={(kind, key.sha256, key.pipeline_version)})
+
+    (out,) = await accept_upload(
+        event, directory=directory, storage=storage, limits=LIMITS, fingerprints=fingerprints
+    )
+
+    assert isinstance(out, ContentReuseQueued)
+    assert (out.content_sha256, out.pipeline_version) == (key.sha256, key.pipeline_version)
+    assert out.source.source_id == event.source_id and out.source.user_id == USER
+    assert out.size_bytes == size
+    (call,) = directory.accepted
+    assert call["next_stage"] == "indexing" != normal_stage
+    assert call["key"] == key
+
+
+@pytest.mark.parametrize(
+    ("donor_kind", "donor_version", "reuse"),
+    [
+        ("photo", "a" * 64, True),  # another kind's result of the same bytes is never served
+        ("textbook", "b" * 64, True),  # made under other settings
+        ("textbook", "a" * 64, False),  # reuse turned off
+    ],
+)
+async def test_no_reuse_without_a_donor_of_the_same_kind_and_version_or_when_turned_off(
+    donor_kind: str, donor_version: str, reuse: bool
+) -> None:
+    event, storage = media_upload("textbook")
+    fingerprints = FakeFingerprints()
+    key = await fingerprints.content_key(storage.files[event.storage_url or ""], "textbook")
+    directory = FakeDirectory(donors={(donor_kind, key.sha256, donor_version)})
+    limits = Limits(max_note_chars=2_000_000, reuse=reuse)
+
+    (out,) = await accept_upload(
+        event, directory=directory, storage=storage, limits=limits, fingerprints=fingerprints
+    )
+
+    assert type(out) is TextbookUploaded
+    (call,) = directory.accepted
+    assert call["next_stage"] == "chunking"
+    assert call["key"] == key, "the key is kept either way, so this source can be a donor later"
