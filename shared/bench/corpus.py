@@ -91,15 +91,15 @@ def bare_extraction(paths: list[Path]) -> float:
 
 
 def bare_embedding(settings: Settings, texts: list[str]) -> tuple[float, str]:
-    """Seconds the worker's embedding kernel alone takes on these texts (in its batches), and its name."""
+    """Seconds the worker's embedding kernel alone takes on these texts, and its name: all of them in one call,
+    which the kernel cuts into its batches (and runs side by side on its streams), as the worker's calls do."""
     from shared.embedder import SentenceEmbedder
 
     embedder = SentenceEmbedder.from_settings(settings)
-    embedder.embed_sync(texts[:32])  # warm-up
+    embedder.embed_sync(texts[:64])  # warm-up
     started = time.perf_counter()
-    for start in range(0, len(texts), settings.embedding_batch_size):
-        embedder.embed_sync(texts[start : start + settings.embedding_batch_size])
-    return time.perf_counter() - started, type(embedder).__name__
+    embedder.embed_sync(texts)
+    return time.perf_counter() - started, f"{type(embedder).__name__} {embedder.backend}"
 
 
 def process_cpu_seconds(state: stack.StackState) -> dict[str, float]:
