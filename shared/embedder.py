@@ -209,19 +209,34 @@ Batch = tuple[IntArray, IntArray]
 """One batch's (input_ids, attention_mask)."""
 
 
+def balanced_batch_size(texts: int, batch_size: int, parallel: int) -> int:
+    """A batch size of at most `batch_size` that cuts `texts` into a multiple of `parallel` batches of nearly
+    equal size, so that requests running side by side finish together: 150 texts at 32 on 2 streams make six
+    batches of 25, not four of 32 and a last one of 22 that would leave a stream idle for a whole batch."""
+    count = -(-texts // batch_size)
+    if parallel <= 1 or count <= 1:
+        return batch_size  # one request, or one batch: nothing to balance
+    count = -(-count // parallel) * parallel
+    return -(-texts // count)
+
+
 class EncoderKernel:
     """An exported encoder (input_ids, attention_mask) -> last hidden state, with tokenizing and pooling
     around it. Texts are sorted by length into batches (less padding), as sentence-transformers does;
     `run_all` runs a list of batches (the OpenVINO kernel runs several at once, one per stream)."""
 
-    def __init__(self, model_path: Path, run_all: Callable[[list[Batch]], list[Vectors]]) -> None:
+    def __init__(
+        self, model_path: Path, run_all: Callable[[list[Batch]], list[Vectors]], *, parallel: int = 1
+    ) -> None:
         self.tokenizer = WordPieceTokenizer(model_path)
         self._run_all = run_all
+        self.parallel = parallel
 
     def encode(self, texts: Sequence[str], batch_size: int) -> Vectors:
         """Tokenize, run, pool and normalise, batch by batch, longest texts first."""
         order = np.argsort([-n for n in self.tokenizer.lengths(texts)], kind="stable")
-        picks = [order[start : start + batch_size] for start in range(0, len(texts), batch_size)]
+        size = balanced_batch_size(len(texts), batch_size, self.parallel)
+        picks = [order[start : start + size] for start in range(0, len(texts), size)]
         results = self._run_all([self.tokenizer([texts[i] for i in picked]) for picked in picks])
         out = np.empty((len(texts), results[0].shape[1] if results else 0), dtype=np.float32)
         for picked, vectors in zip(picks, results, strict=True):
@@ -287,7 +302,7 @@ def openvino_kernel(
             raise RuntimeError(f"OpenVINO returned {len(done)} of {len(batches)} batches")
         return done
 
-    return EncoderKernel(model_path, run_all)
+    return EncoderKernel(model_path, run_all, parallel=streams)
 
 
 def check_mean_pooling(model_path: Path) -> None:

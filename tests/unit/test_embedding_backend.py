@@ -15,6 +15,7 @@ from shared.embedder import (
     BACKENDS,
     SentenceEmbedder,
     backend_candidates,
+    balanced_batch_size,
     check_mean_pooling,
     choose_backend,
     cpu_flags,
@@ -171,3 +172,26 @@ def test_models_the_fast_kernels_would_get_wrong_are_left_to_torch(tmp_path: Pat
     (tmp_path / "modules.json").write_text(json.dumps([*modules, dense]))
     with pytest.raises(EmbeddingBuildError, match="Dense"):
         check_mean_pooling(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("texts", "batch_size", "parallel", "expected"),
+    [
+        (150, 32, 2, 25),  # six batches of 25, not 32+32+32+32+22
+        (150, 32, 1, 32),  # one request: plain batches
+        (40, 32, 2, 20),  # two even batches, not 32+8
+        (1, 32, 2, 32),  # a note: one batch, whatever the streams
+        (32, 32, 2, 32),  # one full batch is not split
+        (64, 32, 2, 32),
+        (65, 32, 2, 17),  # 3 batches would leave a stream idle: four of 17, 17, 17, 14
+        (0, 32, 2, 32),
+    ],
+)
+def test_batches_are_balanced_over_the_streams(
+    texts: int, batch_size: int, parallel: int, expected: int
+) -> None:
+    size = balanced_batch_size(texts, batch_size, parallel)
+    assert size == expected
+    assert size <= batch_size
+    if texts > batch_size and parallel > 1:
+        assert (-(-texts // size)) % parallel == 0  # every stream gets the same number of batches
