@@ -60,6 +60,11 @@ CollectionArg = Annotated[
     str,
     Field(description="A collection of this user's: <user_id>_<class_id>_<content_type>, as listed."),
 ]
+ClassArg = Annotated[str, Field(description="The class's UUID.")]
+QueryArg = Annotated[str, Field(description="What to look for, in plain words.")]
+ContentTypeArg = Annotated[
+    ContentType | None, Field(description="Search one content type only (default: all four).")
+]
 LimitArg = Annotated[int, Field(ge=1, le=MAX_LIMIT, description=f"How many, 1 to {MAX_LIMIT}.")]
 
 
@@ -134,11 +139,9 @@ def build_server(tools: ChromaTools, diagnosis: DiagnosisTools) -> MCPServer:
 
     @server.tool(name="chroma_search", annotations=READ_ONLY)
     async def chroma_search(
-        class_id: Annotated[str, Field(description="The class's UUID.")],
-        query: Annotated[str, Field(description="What to look for, in plain words.")],
-        content_type: Annotated[
-            ContentType | None, Field(description="Search one content type only (default: all four).")
-        ] = None,
+        class_id: ClassArg,
+        query: QueryArg,
+        content_type: ContentTypeArg = None,
         limit: LimitArg = 5,
     ) -> SearchResult:
         """Semantic search in one of this user's classes: best matches first, with score, text and metadata."""
@@ -165,11 +168,9 @@ def build_server(tools: ChromaTools, diagnosis: DiagnosisTools) -> MCPServer:
 
     @server.tool(name="qdrant_search", annotations=READ_ONLY)
     async def qdrant_search(
-        class_id: Annotated[str, Field(description="The class's UUID.")],
-        query: Annotated[str, Field(description="What to look for, in plain words.")],
-        content_type: Annotated[
-            ContentType | None, Field(description="Search one content type only (default: all four).")
-        ] = None,
+        class_id: ClassArg,
+        query: QueryArg,
+        content_type: ContentTypeArg = None,
         limit: LimitArg = 5,
         mode: Annotated[
             SearchMode | None,
