@@ -147,7 +147,7 @@ class VectorCopier(Protocol):
     """A vector store that can copy one source's vectors under another (reuse of identical uploads)."""
 
     async def copy_source(self, donor: DonorVectors, target: SourceRef) -> int:
-        """Copy the donor's generation under the target's ids and payload, hidden; returns how many."""
+        """Copy the donor's generation under the target's ids and payload, visible as a first generation is; returns how many."""
 
     async def promote(self, source: SourceRef) -> None:
         """Show the source's current generation (and drop any other), in one step."""
@@ -200,8 +200,11 @@ async def reuse_content(
     """Copy a completed identical upload's vectors (both stores) and rows under this source, or fall back to the
     normal path if there is none any more or its copy came out short (its donor deleted or reprocessed meanwhile).
 
-    The copy is written hidden and shown in one step only once every store holds exactly the donor's chunk count,
-    so neither a half copy nor anything of the donor (ids, owner, class, title) is ever searchable under it."""
+    The copy is written visible, as a computed upload's chunks are as they arrive (a copy written hidden, then
+    shown by a payload update of all its points, made Qdrant searches miss other sources' chunks written
+    meanwhile: tests/e2e/test_read_your_writes.py); it is reported completed only once every store holds
+    exactly the donor's chunk count, and a short copy is removed whole. Nothing of the donor (ids, owner,
+    class, title) is ever in it."""
     source = event.source
     if await ledger.job_status(source) == "completed":
         return []  # a redelivery after the copy was complete and shown: nothing left to do
@@ -229,7 +232,8 @@ async def reuse_content(
         for store in stores:
             await store.delete(user_id=source.user_id, class_id=source.class_id, source_id=source.source_id)
         raise PermanentError("deleted", "the source was deleted")
-    await asyncio.gather(*(store.promote(source) for store in stores))
+    if source.generation > 0:
+        await asyncio.gather(*(store.promote(source) for store in stores))
     if not await ledger.complete_reuse(source, donor):
         return []
     await tracker.finished(source.source_id, SERVICE, units_done=donor.chunk_count)

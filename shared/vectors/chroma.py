@@ -177,7 +177,8 @@ class ChromaStore:
 
     async def copy_source(self, donor: DonorVectors, target: SourceRef) -> int:
         """Copy one generation of a donor's documents (embedding, text, content fields) into the target's
-        collection under its ids, owner, class and title, hidden; returns how many were copied."""
+        collection under its ids, owner, class and title, visible as a first generation is; returns how many were
+        copied."""
         name = chroma_collection_name(donor.user_id, donor.class_id, donor.content_type)
         with _transient_when_down():
             collection = await self._existing(name)

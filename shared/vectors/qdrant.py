@@ -454,7 +454,8 @@ class QdrantStore:
 
     async def copy_source(self, donor: DonorVectors, target: SourceRef) -> int:
         """Copy one generation of a donor's points (the dense and the BM25 vector as stored, the chunk's text and
-        content fields) under the target's ids, owner, class and title, hidden; returns how many were copied."""
+        content fields) under the target's ids, owner, class and title, visible as a first generation is; returns
+        how many were copied."""
         flt = _filter(user_id=donor.user_id, source_id=donor.source_id)
         this = models.FieldCondition(key="generation", match=models.MatchValue(value=donor.generation))
         flt = models.Filter(must=[*(flt.must or []), this])

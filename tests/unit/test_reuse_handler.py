@@ -168,7 +168,9 @@ async def test_a_full_copy_is_the_targets_own_shown_and_completed() -> None:
     for store in stores:
         mine = store.of(TARGET)
         assert len(mine) == CHUNKS
-        assert store.log == ["copy", "promote"]
+        assert store.log == [
+            "copy"
+        ]  # written visible, like a computed upload's chunks: nothing to show after
         donor = {r.metadata["chunk_index"]: r for r in store.of(DONOR)}
         for r in mine:
             meta = r.metadata
@@ -210,7 +212,6 @@ async def test_a_short_copy_in_either_store_is_removed_whole_and_falls_back(shor
     assert not any(entry[0] == "complete" for entry in ledger.log if isinstance(entry, tuple))
     for store in stores:
         assert store.of(TARGET) == [], "no half copy stays behind"
-        assert "promote" not in store.log, "nothing of it was ever shown"
         assert len(store.of(DONOR)) == CHUNKS
 
 
