@@ -107,7 +107,7 @@ class Settings(BaseSettings):
             "How long the broker may hold an empty fetch. Each idle consumer asks again when it ends, so a "
             "shorter one costs broker CPU on an idle stack (measured per 30 s idle: 13.4 CPU-s at 25 ms, 4.1 at "
             "250, 2.5 at 500), and a longer one delays messages (a typed note's p50 upload-to-indexed: 105 ms "
-            "at 25, 191 at 250, about 450 at 500: make bench-notes)."
+            "at 25, 191 at 250, 380 at 500: make bench-notes)."
         ),
     )
     batch_timeout_ms: int = Field(

@@ -260,18 +260,6 @@ async def publish_raw(settings: Settings, messages: list[tuple[str, bytes, bytes
             await broker.publish(value, topic=topic, key=key, headers={"content-type": "application/json"})
 
 
-def stage_state(stage: jobs.StageRow, *, now: datetime, stall_seconds: float) -> str:
-    """What an operator needs to know of a stage: waiting, working, stalled, done or failed."""
-    if stage.status == "completed":
-        return "done"
-    if stage.status == "failed":
-        return "failed"
-    if stage.status == "pending":
-        return "waiting"
-    beat = stage.heartbeat_at or stage.started_at or stage.enqueued_at
-    return "stalled" if (now - beat).total_seconds() > stall_seconds else "working"
-
-
 def _iso(moment: datetime | None) -> str | None:
     """A timestamp as --json shows every one: ISO 8601 with the T and the UTC offset."""
     return moment.isoformat() if moment is not None else None
@@ -279,7 +267,7 @@ def _iso(moment: datetime | None) -> str | None:
 
 def _job_dict(job: jobs.JobRow, *, stall_seconds: float = 300.0) -> dict[str, Any]:
     now = datetime.now(UTC)
-    states = [stage_state(s, now=now, stall_seconds=stall_seconds) for s in job.stages]
+    states = [jobs.stage_state(s, now=now, stall_seconds=stall_seconds) for s in job.stages]
     return {
         "source_id": str(job.source_id),
         "kind": job.kind,

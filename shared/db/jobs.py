@@ -29,6 +29,19 @@ class StageRow:
     error_message: str | None
 
 
+def stage_state(stage: StageRow, *, now: datetime, stall_seconds: float) -> str:
+    """What an operator needs to know of a stage: waiting, working, stalled (working with no sign of life for
+    more than stall_seconds), done or failed; one rule for the CLI's status and the MCP diagnosis."""
+    if stage.status == "completed":
+        return "done"
+    if stage.status == "failed":
+        return "failed"
+    if stage.status == "pending":
+        return "waiting"
+    beat = stage.heartbeat_at or stage.started_at or stage.enqueued_at
+    return "stalled" if (now - beat).total_seconds() > stall_seconds else "working"
+
+
 @dataclass(frozen=True)
 class JobRow:
     """A source's job: where it is and why it stopped."""

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.db.jobs import JobRow, StageRow
+from shared.db.jobs import JobRow, StageRow, stage_state
 from shared.db.outbox import Pending
 from shared.db.sources import RowState
 from shared.events.models import CONTENT_TYPE_OF_KIND
@@ -275,18 +275,6 @@ def last_progress(job: JobRow, pending: Sequence[Pending] = ()) -> datetime:
     for s in job.stages:
         moments += [s.enqueued_at, s.started_at, s.heartbeat_at, s.finished_at]
     return max(m for m in moments if m is not None)
-
-
-def stage_state(stage: StageRow, *, now: datetime, stall_seconds: float) -> str:
-    """waiting, working, stalled (working with no heartbeat for stall_seconds), done or failed."""
-    if stage.status == "completed":
-        return "done"
-    if stage.status == "failed":
-        return "failed"
-    if stage.status == "pending":
-        return "waiting"
-    beat = stage.heartbeat_at or stage.started_at or stage.enqueued_at
-    return "stalled" if (now - beat).total_seconds() >= stall_seconds else "working"
 
 
 def _progress(stage: StageRow | None) -> str:

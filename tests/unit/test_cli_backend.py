@@ -330,8 +330,7 @@ def test_render_status_of_nothing_is_just_the_header() -> None:
 def test_a_stage_without_a_heartbeat_for_too_long_is_stalled() -> None:
     from datetime import UTC, datetime, timedelta
 
-    from shared.cli.backend import stage_state
-    from shared.db.jobs import StageRow
+    from shared.db.jobs import StageRow, stage_state
 
     now = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 

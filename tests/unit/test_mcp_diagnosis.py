@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from shared.db.jobs import JobRow, StageRow
+from shared.db.jobs import JobRow, StageRow, stage_state
 from shared.db.outbox import OutboxEvent, Pending
 from shared.db.sources import RowState
 from shared.mcp.diagnosis import (
@@ -24,7 +24,6 @@ from shared.mcp.diagnosis import (
     rank_of,
     reasons_not_found,
     source_not_found_message,
-    stage_state,
     verdict,
 )
 from shared.mcp.tools import ToolRefused
