@@ -383,6 +383,53 @@ def test_clean_text() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("raw", "cleaned"),
+    [
+        (
+            "Features introduced in version 5.4 . . . . . . . . . . . . 23",
+            "Features introduced in version 5.4 ... 23",
+        ),
+        ("Preface........................ix", "Preface ... ix"),
+        ("Index \u00b7 \u00b7 \u00b7 \u00b7 \u00b7 301", "Index ... 301"),
+        ("Wait... then go.", "Wait... then go."),  # an ellipsis stays as written
+        ("1.2.3", "1.2.3"),
+        ("x .... y", "x ... y"),
+    ],
+)
+def test_dot_leaders_become_one_ellipsis(raw: str, cleaned: str) -> None:
+    assert clean_text(raw) == cleaned
+
+
+def test_fonts_are_parsed_once_per_extraction_with_pypdfs_own_text(
+    book: tuple[Path, list[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shared.media import pdf
+
+    path, refs = book
+    parsed: list[int] = []
+    original = pdf._pypdf_font_parse
+
+    def counting(cls: type, font: DictionaryObject) -> object:
+        parsed.append(id(font))
+        return original(cls, font)
+
+    monkeypatch.setattr(pdf, "_pypdf_font_parse", counting)
+    pages = extract_pages(path, 1, len(refs), ocr=None)
+    assert parsed and len(parsed) == len(set(parsed))  # each font dictionary once in the whole range
+    with_cache = len(parsed)
+    parsed.clear()
+    # pypdf's own extraction outside extract_pages is untouched: every page parses its fonts again.
+    reader = pypdf.PdfReader(path)
+    own = [clean_text(page.extract_text(extraction_mode="plain")) for page in reader.pages]
+    assert len(parsed) > with_cache
+    assert [p.text for p in pages] == own
+    # The cache is the installed parser (a pypdf that renamed it would leave the fonts parsed per page).
+    from pypdf.generic import _font
+
+    assert vars(_font.Font)["from_font_resource"].__func__ is pdf._font_once
+
+
 @settings(max_examples=200, deadline=None)
 @given(
     st.lists(st.text() | st.sampled_from(["-\n", "\n", " ", "a", "e b\n", "ab-\ncd", "\u00ad\n"])).map(
