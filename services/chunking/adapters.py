@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Sequence
 from functools import partial
+from pathlib import Path
 
 import asyncpg
 
@@ -12,18 +14,54 @@ from services.chunking.handlers import BookInfo, RangeProgress
 from shared.db import pieces, sources
 from shared.events.models import SourceRef, TextbookPagesQueued, TextSegment
 from shared.events.parts import clean_text
-from shared.media.pdf import extract_pages, inspect_pdf
+from shared.media.pdf import PdfBook, inspect_pdf
 from shared.storage import LocalStorage
 
 SERVICE = "chunking"
 
 
+KEEP_OPEN_MAX_BYTES = 256 * 1024**2
+"""A book up to this size stays open between its ranges (what pypdf parsed, fonts included, is reused); a
+larger one, a scanned book whose images OCR decoded say, is opened again for every range, so memory stays
+bounded by one range's objects."""
+
+
 class PdfBooks:
-    """Books from storage, read page by page."""
+    """Books from storage, read page by page; the last book stays open for its next range."""
 
     def __init__(self, storage: LocalStorage, *, max_pages: int) -> None:
         self.storage = storage
         self.max_pages = max_pages
+        self._open: PdfBook | None = None
+        self._lock = threading.Lock()
+
+    def _book(self, path: Path) -> PdfBook:
+        """The open book at `path` if it is the same file still, else that file opened (the other closed)."""
+        with self._lock:
+            kept = self._open
+            if kept is not None:
+                try:
+                    stat = path.stat()
+                    same = (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns) == kept.identity
+                except OSError:
+                    same = False
+                if kept.path == path and same:
+                    return kept
+                self._open = None
+                kept.close()
+            book = PdfBook(path)
+            if book.identity[2] <= KEEP_OPEN_MAX_BYTES:
+                self._open = book
+            return book
+
+    def _release(self, book: PdfBook, *, done: bool) -> None:
+        """Close a book that is not kept, or whose last range this was."""
+        with self._lock:
+            if self._open is book and not done:
+                return
+            if self._open is book:
+                self._open = None
+        book.close()
 
     async def inspect(self, url: str) -> BookInfo:
         """Open the book and count its pages."""
@@ -32,7 +70,13 @@ class PdfBooks:
         return BookInfo(page_count=info.page_count)
 
     def _extract(self, url: str, first_page: int, last_page: int) -> list[TextSegment]:
-        pages = extract_pages(self.storage.resolve(url).path, first_page, last_page)
+        book = self._book(self.storage.resolve(url).path)
+        done = True
+        try:
+            pages = book.extract(first_page, last_page)
+            done = last_page >= book.page_count()
+        finally:
+            self._release(book, done=done)
         return [
             TextSegment(
                 text=clean_text(p.text),
