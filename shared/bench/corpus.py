@@ -10,12 +10,28 @@ Chroma). The default corpus:
   (tests.media.pdfs);
 plus any PDFs given on the command line.
 
-Printed: pages, chunks, the upload-to-searchable wall time, pages/s and chunks/s; chunks over the model's window
-(counted again with the model's tokenizer from the stored text); per stage, its busy time (the sum of its
-workers' handling times, from their logs) and the wait of its messages in their topic (p50 / max); and beside
-each stage its bare engine on the same input in the same run, with the ratio: extraction (pypdf alone over the
-same pages, one process) and embedding (the worker's kernel alone over the same chunk texts). Writes JSON
-(default var/bench/corpus.json; `make bench-peer` reads it). Asserts nothing.
+Then, on the same stack (--no-alone skips it), each stage alone on the machine, fed by the real pipeline: the
+embedding and indexing workers are stopped and the corpus is uploaded again (new sources); the chunking worker
+(PDF extraction) runs alone until every source's chunking stage has finished; then the embedding worker is started
+again and drains that backlog alone; then indexing, until all are searchable. Reuse of identical uploads is off in
+the bench's stack (LMGPA_REUSE_IDENTICAL_UPLOADS=false for its workers): otherwise this second upload of the same
+files would be copied, not computed. On two cores the first run's stages share the cores (chunking and embedding
+work at the same time), so its busy times measure that contention as much as a stage's own cost; alone, they do
+not.
+
+Printed, for the concurrent run: pages, chunks, the upload-to-searchable wall time, pages/s and chunks/s; chunks
+over the model's window (counted again with the model's tokenizer from the stored text); per stage, its busy time
+(the sum of its workers' handling times, from their logs) and the wait of its messages in their topic (p50 / max);
+beside each stage its bare engine on the same input, with the ratio: extraction (pypdf alone over the same pages,
+one process) and embedding (the worker's kernel alone over the same chunk texts); the CPU seconds of every process
+of the stack, and of a stage's process against its engine's. For each stage alone: its busy, process CPU and wall
+seconds in its own window (extraction: from publishing to the last chunking finished; embedding: from its first
+batch to the last embedding finished; CPU from its start, after its model loaded), beside the same engines (the
+kernel on this phase's chunk texts; their count and whether they are the first run's is printed), the ratios
+engine/stage of busy, CPU and wall time (issue 10 asks for at least 0.9), and how the embedding worker drained its
+backlog (batches, messages per batch, idle time between batches). The bare engines run last, after the stack is
+stopped, so nothing else of the bench runs beside them. Writes JSON (default var/bench/corpus.json, the alone
+phase under "alone"; `make bench-peer` reads it). Asserts nothing.
 """
 
 from __future__ import annotations
@@ -31,6 +47,7 @@ import tempfile
 import time
 import uuid
 from collections import defaultdict
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +55,7 @@ import asyncpg
 from qdrant_client import AsyncQdrantClient
 
 from shared.devstack import stack
+from shared.events.models import SourceUploaded
 from shared.settings import Settings
 
 DEFAULT_JSON = Path("var/bench/corpus.json")
@@ -142,47 +160,96 @@ def bare_cpu(call: Any) -> tuple[float, float]:
     return time.perf_counter() - started, cpu() - cpu_before
 
 
-def stage_log_figures(logs: Path) -> dict[str, dict[str, Any]]:
-    """Per worker: busy seconds (sum of handling times), messages, and topic wait p50/max, from its JSON logs."""
-    busy: dict[str, float] = defaultdict(float)
-    waits: dict[str, list[float]] = defaultdict(list)
-    handled: dict[str, int] = defaultdict(int)
+PROCESSED_EVENTS = ("event_processed", "batch_processed")
+"""The log events of a handled message or batch; each carries busy_ms (its handling time)."""
+
+
+def handled_entries(text: str) -> list[dict[str, Any]]:
+    """The handled-message lines (event_processed / batch_processed, with busy_ms) of a worker's JSON log text."""
+    entries = []
+    for line in text.splitlines():
+        if '"busy_ms"' not in line:
+            continue
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(entry, dict) and entry.get("event") in PROCESSED_EVENTS:
+            entries.append(entry)
+    return entries
+
+
+def log_offsets(logs: Path) -> dict[str, int]:
+    """Each worker log's size now, by file name: where the lines of what happens next begin."""
+    return {path.name: path.stat().st_size for path in logs.glob("*.log")}
+
+
+def worker_entries(logs: Path, since: dict[str, int] | None = None) -> dict[str, list[dict[str, Any]]]:
+    """Per worker service (replicas together): its handled-message lines, each log read from the byte offset
+    ``since`` gives it (a phase's own lines; a file not in ``since`` is read whole)."""
+    entries: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for path in sorted(logs.glob("*.log")):
         service = path.stem.rsplit("-", 1)[0]
-        for line in path.read_text(errors="replace").splitlines():
-            if '"busy_ms"' not in line:
-                continue
-            try:
-                entry = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if entry.get("event") not in ("event_processed", "batch_processed"):
-                continue
-            busy[service] += float(entry["busy_ms"]) / 1000
-            handled[service] += int(entry.get("events", 1))
-            if entry.get("waited_ms") is not None:
-                waits[service].append(float(entry["waited_ms"]) / 1000)
+        with path.open("rb") as log:
+            log.seek((since or {}).get(path.name, 0))
+            entries[service].extend(handled_entries(log.read().decode(errors="replace")))
+    return entries
+
+
+def handling_figures(entries: list[dict[str, Any]]) -> dict[str, Any]:
+    """Busy seconds (sum of handling times), messages, and topic wait p50/max of one worker's handled lines."""
+    waits = [float(e["waited_ms"]) / 1000 for e in entries if e.get("waited_ms") is not None]
     return {
-        service: {
-            "busy_seconds": round(busy[service], 2),
-            "messages": handled[service],
-            "wait_p50_seconds": round(statistics.median(waits[service]), 2) if waits[service] else None,
-            "wait_max_seconds": round(max(waits[service]), 2) if waits[service] else None,
-        }
-        for service in busy
+        "busy_seconds": round(sum(float(e["busy_ms"]) for e in entries) / 1000, 2),
+        "messages": sum(int(e.get("events", 1)) for e in entries),
+        "wait_p50_seconds": round(statistics.median(waits), 2) if waits else None,
+        "wait_max_seconds": round(max(waits), 2) if waits else None,
     }
 
 
-async def run_pipeline(
-    state: stack.StackState, paths: list[Path], wait_seconds: float
-) -> tuple[float, dict[str, Any], list[str]]:
-    """Upload every PDF at once; wait until all are searchable. Returns (wall seconds, per-source rows, texts)."""
+def handling_timeline(entries: list[dict[str, Any]]) -> dict[str, Any]:
+    """When a worker's handlings ran, from their log lines (each logged at its end, busy_ms long): the first
+    start, the last end, and the idle time between them (gaps where no handling ran; overlapping ones merged)."""
+    spans = sorted(
+        (end - timedelta(milliseconds=float(e["busy_ms"])), end)
+        for e in entries
+        for end in [datetime.fromisoformat(str(e["timestamp"]))]
+    )
+    if not spans:
+        return {"first_start": None, "last_end": None, "idle_seconds": 0.0, "longest_gap_seconds": 0.0}
+    gaps: list[float] = []
+    reached = spans[0][1]
+    for start, end in spans[1:]:
+        if start > reached:
+            gaps.append((start - reached).total_seconds())
+        reached = max(reached, end)
+    return {
+        "first_start": spans[0][0],
+        "last_end": reached,
+        "idle_seconds": round(sum(gaps), 2),
+        "longest_gap_seconds": round(max(gaps, default=0.0), 2),
+    }
+
+
+def stage_log_figures(logs: Path, since: dict[str, int] | None = None) -> dict[str, dict[str, Any]]:
+    """Per worker: busy seconds (sum of handling times), messages, and topic wait p50/max, from its JSON logs
+    (from the offsets ``since`` gives, see `worker_entries`)."""
+    return {
+        service: handling_figures(entries)
+        for service, entries in worker_entries(logs, since).items()
+        if entries
+    }
+
+
+async def publish_corpus(
+    cfg: Settings, pool: asyncpg.Pool, paths: list[Path]
+) -> tuple[list[SourceUploaded], float, datetime]:
+    """Upload every PDF at once as new sources of a new student and class, as the backend would (each file copied
+    into the stack's uploads folder, one SourceUploaded each). Returns the events and when publishing began
+    (time.perf_counter() and UTC, taken before the broker's connection, as every figure of this bench counts)."""
     from shared.broker import make_broker, publish
     from shared.db import owners
-    from shared.events.models import SourceUploaded
 
-    cfg = state.settings()
-    pool = await asyncpg.create_pool(cfg.database_dsn(), min_size=1, max_size=2)
     user, klass = uuid.uuid4(), uuid.uuid4()
     await owners.ensure_user(pool, user_id=user)
     await owners.ensure_class(pool, class_id=klass, user_id=user)
@@ -206,12 +273,16 @@ async def run_pipeline(
             )
         )
     broker = make_broker(cfg, service="bench")
-    started = time.perf_counter()
+    started, published_at = time.perf_counter(), datetime.now(UTC)
     async with broker:
         for event in events:
             await publish(broker, event)
-    ids = [e.source_id for e in events]
-    deadline = time.monotonic() + wait_seconds
+    return events, started, published_at
+
+
+async def wait_searchable(pool: asyncpg.Pool, ids: list[uuid.UUID], deadline: float) -> list[asyncpg.Record]:
+    """Wait until every source is completed (searchable) and return their jobs; exit if one failed or time ran
+    out (deadline: time.monotonic())."""
     while True:
         rows = await pool.fetch(
             "SELECT source_id, status, error_code, chunk_count FROM ingest_jobs WHERE source_id = ANY($1::uuid[])",
@@ -221,24 +292,51 @@ async def run_pipeline(
         if len(done) == len(ids):
             break
         if time.monotonic() > deadline:
-            raise SystemExit(f"not searchable after {wait_seconds:.0f} s: {[dict(r) for r in rows]}")
+            raise SystemExit(f"not searchable in time: {[dict(r) for r in rows]}")
         await asyncio.sleep(0.1)
-    wall = time.perf_counter() - started
     failed = [dict(r) for r in rows if r["status"] != "completed"]
     if failed:
         raise SystemExit(f"sources failed: {failed}")
-    stages = await pool.fetch(
-        "SELECT source_id, stage, started_at, finished_at FROM ingest_stages WHERE source_id = ANY($1::uuid[])",
-        ids,
-    )
-    await pool.close()
+    return list(rows)
+
+
+async def wait_stage(pool: asyncpg.Pool, ids: list[uuid.UUID], stage: str, deadline: float) -> datetime:
+    """Wait until every source's stage has finished (ingest_stages.finished_at set); returns the last finish.
+    Exits if a source failed, skipped the stage (an identical upload reused: its next stage is indexing), or
+    time ran out (deadline: time.monotonic())."""
+    while True:
+        rows = await pool.fetch(
+            "SELECT source_id, stage, finished_at FROM ingest_stages WHERE source_id = ANY($1::uuid[])", ids
+        )
+        failed = await pool.fetch(
+            "SELECT source_id, error_code FROM ingest_jobs WHERE source_id = ANY($1::uuid[]) AND status = 'failed'",
+            ids,
+        )
+        if failed:
+            raise SystemExit(f"sources failed: {[dict(r) for r in failed]}")
+        stages: dict[uuid.UUID, dict[str, datetime | None]] = defaultdict(dict)
+        for r in rows:
+            stages[r["source_id"]][r["stage"]] = r["finished_at"]
+        skipped = [str(s) for s in ids if stage not in stages[s] and "indexing" in stages[s]]
+        if skipped:
+            raise SystemExit(f"sources {skipped} skipped the {stage} stage (reused identical uploads?)")
+        finished = [stages[s].get(stage) for s in ids]
+        if all(f is not None for f in finished):
+            return max(f for f in finished if f is not None)
+        if time.monotonic() > deadline:
+            raise SystemExit(f"the {stage} stage did not finish in time: {[dict(r) for r in rows]}")
+        await asyncio.sleep(0.1)
+
+
+async def chunk_texts(cfg: Settings, ids: list[uuid.UUID]) -> list[str]:
+    """The stored text of every chunk of these sources, from Qdrant."""
+    from qdrant_client import models
+
     client = AsyncQdrantClient(url=cfg.qdrant_url)
     texts: list[str] = []
     for source_id in ids:
         offset: Any = None
         while True:
-            from qdrant_client import models
-
             page, offset = await client.scroll(
                 cfg.qdrant_collection,
                 scroll_filter=models.Filter(
@@ -254,6 +352,25 @@ async def run_pipeline(
             if offset is None:
                 break
     await client.close()
+    return texts
+
+
+async def run_pipeline(
+    state: stack.StackState, paths: list[Path], wait_seconds: float
+) -> tuple[float, dict[str, Any], list[str]]:
+    """Upload every PDF at once; wait until all are searchable. Returns (wall seconds, per-source rows, texts)."""
+    cfg = state.settings()
+    pool = await asyncpg.create_pool(cfg.database_dsn(), min_size=1, max_size=2)
+    events, started, _ = await publish_corpus(cfg, pool, paths)
+    ids = [e.source_id for e in events]
+    rows = await wait_searchable(pool, ids, time.monotonic() + wait_seconds)
+    wall = time.perf_counter() - started
+    stages = await pool.fetch(
+        "SELECT source_id, stage, started_at, finished_at FROM ingest_stages WHERE source_id = ANY($1::uuid[])",
+        ids,
+    )
+    await pool.close()
+    texts = await chunk_texts(cfg, ids)
     per_source = {
         str(e.title): {
             "chunks": next(int(r["chunk_count"]) for r in rows if r["source_id"] == e.source_id),
@@ -268,6 +385,103 @@ async def run_pipeline(
     return wall, per_source, texts
 
 
+HELD_BACK = ("embedding", "indexing")
+"""The workers stopped while the chunking worker runs alone; embedding then drains its backlog alone."""
+
+
+def stop_service(state: stack.StackState, service: str) -> None:
+    """Stop every replica of a worker service (its entries stay in the state until `restart_service`)."""
+    for worker in state.workers:
+        if worker.service == service:
+            stack.stop_worker(worker)
+
+
+def restart_service(
+    state: stack.StackState, service: str, timeout: float = 180.0
+) -> list[stack.WorkerProcess]:
+    """Start a stopped worker service's replicas again, saved in the state (so `stack.down` stops them), and
+    return as soon as each logs that it started (its model is loaded; it has not consumed anything yet: the
+    broker's group join comes after). `stack.wait_ready` then waits for the join."""
+    replicas = sorted(w.replica for w in state.workers if w.service == service)
+    started = [stack.start_worker(state, service, r) for r in replicas]
+    state.workers = [w for w in state.workers if w.service != service] + started
+    state.save()
+    deadline = time.monotonic() + timeout
+    for worker in started:
+        while True:
+            with Path(worker.log_path).open("rb") as log:
+                log.seek(worker.log_offset)
+                if stack.WORKER_READY_LINE.encode() in log.read():
+                    break
+            if time.monotonic() > deadline:
+                raise SystemExit(f"{service} did not start again in {timeout:.0f} s: see {worker.log_path}")
+            time.sleep(0.05)
+    return started
+
+
+async def run_alone(state: stack.StackState, paths: list[Path], wait_seconds: float) -> dict[str, Any]:
+    """Each stage alone on the machine, fed by the real pipeline: with the embedding and indexing workers stopped,
+    upload the corpus again (new sources) and time the chunking worker until every source's chunking stage has
+    finished; then start the embedding worker, which drains that backlog alone; then indexing, until searchable.
+    Returns per stage its busy seconds, process CPU seconds and wall seconds in its own window, and the texts."""
+    cfg = state.settings()
+    logs = Path(state.home) / "logs"
+    deadline = time.monotonic() + wait_seconds
+    pool = await asyncpg.create_pool(cfg.database_dsn(), min_size=1, max_size=2)
+    for service in HELD_BACK:
+        await asyncio.to_thread(stop_service, state, service)
+    since = log_offsets(logs)
+    cpu_start = process_cpu_seconds(state)
+    events, _, published_at = await publish_corpus(cfg, pool, paths)
+    ids = [e.source_id for e in events]
+    chunked_at = await wait_stage(pool, ids, "chunking", deadline)
+    cpu_chunked = process_cpu_seconds(state)
+
+    await asyncio.to_thread(restart_service, state, "embedding")
+    # Its CPU is counted from its start line on: loading the model is not the stage's work on these chunks.
+    cpu_embedding_start = process_cpu_seconds(state)
+    embedding_started_at = datetime.now(UTC)
+    embedded_at = await wait_stage(pool, ids, "embedding", deadline)
+    cpu_embedded = process_cpu_seconds(state)
+
+    await asyncio.to_thread(restart_service, state, "indexing")
+    indexing_started_at = datetime.now(UTC)
+    await wait_searchable(pool, ids, deadline)
+    indexed_at = datetime.now(UTC)
+    await pool.close()
+    texts = await chunk_texts(cfg, ids)
+
+    entries = worker_entries(logs, since)
+    chunking = entries.get("chunking", [])
+    embedding = entries.get("embedding", [])
+    chunking_line = handling_timeline(chunking)
+    embedding_line = handling_timeline(embedding)
+    first_batch = embedding_line["first_start"] or embedded_at
+    return {
+        "extraction": {
+            **handling_figures(chunking),
+            "cpu_seconds": round(cpu_chunked.get("chunking", 0.0) - cpu_start.get("chunking", 0.0), 2),
+            "wall_seconds": round((chunked_at - published_at).total_seconds(), 2),
+            "idle_seconds": chunking_line["idle_seconds"],
+            "longest_gap_seconds": chunking_line["longest_gap_seconds"],
+        },
+        "embedding": {
+            **handling_figures(embedding),
+            "cpu_seconds": round(
+                cpu_embedded.get("embedding", 0.0) - cpu_embedding_start.get("embedding", 0.0), 2
+            ),
+            "wall_seconds": round((embedded_at - first_batch).total_seconds(), 2),
+            "start_to_first_batch_seconds": round((first_batch - embedding_started_at).total_seconds(), 2),
+            "idle_seconds": embedding_line["idle_seconds"],
+            "longest_gap_seconds": embedding_line["longest_gap_seconds"],
+            "batches": len(embedding),
+            "messages_per_batch": [int(e.get("events", 1)) for e in embedding],
+        },
+        "indexing_wall_seconds": round((indexed_at - indexing_started_at).total_seconds(), 2),
+        "texts": texts,
+    }
+
+
 def over_window(texts: list[str]) -> tuple[int, int]:
     """Chunks whose word pieces (with the special tokens) exceed the model's window, and that window."""
     from tokenizers import Tokenizer
@@ -280,13 +494,29 @@ def over_window(texts: list[str]) -> tuple[int, int]:
     return sum(len(tokenizer.encode(t).ids) > window for t in texts), window
 
 
+def alone_comparison(
+    alone: dict[str, Any], *, engine_seconds: float, engine_cpu_seconds: float
+) -> dict[str, Any]:
+    """One stage alone beside its bare engine on the same input: engine time over the stage's busy and wall
+    time, engine CPU over the stage process's CPU (1.0: no overhead; 0.9 is issue 10's floor)."""
+    return {
+        **alone,
+        "engine_seconds": round(engine_seconds, 2),
+        "engine_cpu_seconds": round(engine_cpu_seconds, 2),
+        "ratio_busy": round(engine_seconds / alone["busy_seconds"], 3) if alone["busy_seconds"] else None,
+        "ratio_cpu": round(engine_cpu_seconds / alone["cpu_seconds"], 3) if alone["cpu_seconds"] else None,
+        "ratio_wall": round(engine_seconds / alone["wall_seconds"], 3) if alone["wall_seconds"] else None,
+    }
+
+
 def main() -> None:
-    """Run the corpus through the stack, then the bare engines; print and write JSON."""
+    """Run the corpus through the stack, then each stage alone, then the bare engines; print and write JSON."""
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("pdfs", nargs="*", type=Path, help="more PDFs to add to the corpus")
     parser.add_argument("--no-real", action="store_true", help="leave out the real manual (gnuplot-doc)")
+    parser.add_argument("--no-alone", action="store_true", help="skip the phase that runs each stage alone")
     parser.add_argument("--replicas", type=int, default=1, help="processes per worker")
     parser.add_argument("--timeout", type=float, default=1800)
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON)
@@ -297,17 +527,24 @@ def main() -> None:
         pages = {p.name: page_count(p) for p in corpus}
         home = folder / "stack"
         saved = dict(os.environ)
+        # Off in the bench's stack: the second phase uploads the same files again, and reuse would copy their
+        # results instead of computing them (the first phase's files all differ, so it never reuses anyway).
+        os.environ["LMGPA_REUSE_IDENTICAL_UPLOADS"] = "false"
+        alone: dict[str, Any] | None = None
         try:
             state = stack.up(home, replicas=args.replicas, search_api=False)
             cpu_before = process_cpu_seconds(state)
             wall, per_source, texts = asyncio.run(run_pipeline(state, corpus, args.timeout))
             cpu_after = process_cpu_seconds(state)
-            figures = stage_log_figures(home / "logs")
+            figures = stage_log_figures(home / "logs")  # before the second phase writes to the same logs
             cfg = state.settings()
+            if not args.no_alone:
+                alone = asyncio.run(run_alone(state, corpus, args.timeout))
         finally:
             stack.down(home, purge=True)
             os.environ.clear()
             os.environ.update(saved)
+        # The bare engines only now, with the stack gone: nothing else of this bench runs beside them.
         cpu_used = {name: round(cpu_after[name] - cpu_before.get(name, 0.0), 2) for name in sorted(cpu_after)}
         extraction_bare, extraction_bare_cpu = bare_cpu(lambda: bare_extraction(corpus))
         kernel_box: list[str] = []
@@ -315,6 +552,13 @@ def main() -> None:
             lambda: kernel_box.append(bare_embedding(cfg, texts)[1])
         )
         kernel = kernel_box[0]
+        alone_texts: list[str] = alone.pop("texts") if alone else []
+        same_texts = sorted(alone_texts) == sorted(texts)
+        alone_embedding_bare, alone_embedding_bare_cpu = embedding_bare, embedding_bare_cpu
+        if alone and not same_texts:  # the kernel alone on exactly the chunks the stage embedded alone
+            alone_embedding_bare, alone_embedding_bare_cpu = bare_cpu(
+                lambda: bare_embedding(cfg, alone_texts)
+            )
         kept = []  # the peer reads the same files after this folder is gone: keep copies in var/bench/corpus
         keep = args.json.parent / "corpus"
         keep.mkdir(parents=True, exist_ok=True)
@@ -326,7 +570,7 @@ def main() -> None:
     over, window = over_window(texts)
     chunking_busy = figures.get("chunking", {}).get("busy_seconds") or float("nan")
     embedding_busy = figures.get("embedding", {}).get("busy_seconds") or float("nan")
-    report = {
+    report: dict[str, Any] = {
         "corpus": pages,
         "corpus_paths": [str(p.resolve()) for p in kept],
         "pages": total_pages,
@@ -356,6 +600,21 @@ def main() -> None:
             "embedding_vs_kernel": round(embedding_bare_cpu / cpu_used.get("embedding", float("nan")), 3),
         },
     }
+    if alone:
+        report["alone"] = {
+            "reuse_identical_uploads": False,
+            "chunks": len(alone_texts),
+            "same_texts_as_concurrent_run": same_texts,
+            "extraction": alone_comparison(
+                alone["extraction"], engine_seconds=extraction_bare, engine_cpu_seconds=extraction_bare_cpu
+            ),
+            "embedding": alone_comparison(
+                alone["embedding"],
+                engine_seconds=alone_embedding_bare,
+                engine_cpu_seconds=alone_embedding_bare_cpu,
+            ),
+            "indexing_wall_seconds": alone["indexing_wall_seconds"],
+        }
     print(f"corpus: {', '.join(f'{n} ({p} p.)' for n, p in pages.items())}")
     print(
         f"upload-to-searchable: {wall:.1f} s for {total_pages} pages and {chunks} chunks "
@@ -385,9 +644,48 @@ def main() -> None:
         f"(pypdf {cpu['bare_extraction']:.1f} s), embedding {cpu['embedding_vs_kernel']:.2f}x "
         f"(kernel {cpu['bare_embedding']:.1f} s)"
     )
+    if "alone" in report:
+        print_alone(report["alone"], concurrent_chunks=chunks)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=2, default=str))
     print(f"wrote {args.json}")
+
+
+def print_alone(alone: dict[str, Any], *, concurrent_chunks: int) -> None:
+    """The each-stage-alone table: a stage's busy, CPU and wall seconds in its own window beside its engine."""
+
+    def ratio(value: float | None) -> str:
+        return f"{value:.2f}x" if value is not None else "-"
+
+    same = "the same texts" if alone["same_texts_as_concurrent_run"] else "NOT the same texts"
+    print(
+        f"each stage alone (the corpus uploaded again, reuse off; {alone['chunks']} chunks, {same} as the "
+        f"concurrent run's {concurrent_chunks}):"
+    )
+    print(
+        f"{'stage alone':<12} {'busy s':>7} {'CPU s':>7} {'wall s':>7} {'engine s':>9} {'engine CPU s':>12} "
+        f"{'ratio busy':>10} {'ratio CPU':>9} {'ratio wall':>10}"
+    )
+    for name in ("extraction", "embedding"):
+        f = alone[name]
+        print(
+            f"{name:<12} {f['busy_seconds']:>7.1f} {f['cpu_seconds']:>7.1f} {f['wall_seconds']:>7.1f} "
+            f"{f['engine_seconds']:>9.1f} {f['engine_cpu_seconds']:>12.1f} {ratio(f['ratio_busy']):>10} "
+            f"{ratio(f['ratio_cpu']):>9} {ratio(f['ratio_wall']):>10}"
+        )
+    extraction, embedding = alone["extraction"], alone["embedding"]
+    sizes = embedding["messages_per_batch"]
+    print(
+        f"extraction alone: {extraction['messages']} messages, idle between them {extraction['idle_seconds']:.1f} s "
+        f"(longest gap {extraction['longest_gap_seconds']:.2f} s); wall from publishing to the last chunking done"
+    )
+    print(
+        f"embedding alone: {embedding['batches']} batches of {min(sizes, default=0)}-{max(sizes, default=0)} "
+        f"messages (median {statistics.median(sizes) if sizes else 0:g}), idle between them "
+        f"{embedding['idle_seconds']:.1f} s (longest gap {embedding['longest_gap_seconds']:.2f} s); wall from its "
+        f"first batch (joined {embedding['start_to_first_batch_seconds']:.1f} s after its start) to the last "
+        f"embedding done; then indexing drained in {alone['indexing_wall_seconds']:.1f} s"
+    )
 
 
 if __name__ == "__main__":
