@@ -29,15 +29,19 @@ seconds in its own window (extraction: from publishing to the last chunking fini
 batch to the last embedding finished; CPU from its start, after its model loaded), beside the same engines (the
 kernel on this phase's chunk texts; their count and whether they are the first run's is printed), the ratios
 engine/stage of busy, CPU and wall time (issue 10 asks for at least 0.9), and how the embedding worker drained its
-backlog (batches, messages per batch, idle time between batches). The bare engines run last, after the stack is
-stopped, so nothing else of the bench runs beside them. Writes JSON (default var/bench/corpus.json, the alone
-phase under "alone"; `make bench-peer` reads it). Asserts nothing.
+backlog (batches, messages per batch, idle time between batches, and how much of its busy time the model's calls
+took, from the worker's /metrics). The bare engines run last, after the stack is stopped, so nothing else of the
+bench runs beside them (their figures leave out loading the model and its warm-up, as a worker's do). Every window
+also prints the CPU seconds that processes outside the bench and its stack used meanwhile (the machine's other
+users): a figure measured beside a large one is unfair; run it again. Writes JSON (default var/bench/corpus.json,
+the alone phase under "alone"; `make bench-peer` reads it). Asserts nothing.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import shutil
@@ -45,8 +49,10 @@ import statistics
 import subprocess
 import tempfile
 import time
+import urllib.request
 import uuid
 from collections import defaultdict
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -97,27 +103,37 @@ def page_count(path: Path) -> int:
     return len(PdfReader(path).pages)
 
 
-def bare_extraction(paths: list[Path]) -> float:
-    """Seconds pypdf alone takes to extract every page's text of every PDF, one process."""
+def own_cpu_seconds() -> float:
+    """CPU seconds (user + system, every thread) this process has used so far."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def bare_extraction(paths: list[Path]) -> tuple[float, float]:
+    """Wall and CPU seconds pypdf alone takes to extract every page's text of every PDF, one process."""
     from pypdf import PdfReader
 
-    started = time.perf_counter()
+    cpu, started = own_cpu_seconds(), time.perf_counter()
     for path in paths:
         for page in PdfReader(path).pages:
             page.extract_text()
-    return time.perf_counter() - started
+    return time.perf_counter() - started, own_cpu_seconds() - cpu
 
 
-def bare_embedding(settings: Settings, texts: list[str]) -> tuple[float, str]:
-    """Seconds the worker's embedding kernel alone takes on these texts, and its name: all of them in one call,
-    which the kernel cuts into its batches (and runs side by side on its streams), as the worker's calls do."""
+def bare_embedding(settings: Settings, texts: list[str]) -> tuple[float, float, str]:
+    """Wall and CPU seconds the worker's embedding kernel alone takes on these texts, and its name: all of them in
+    one call, which the kernel cuts into its batches (and runs side by side on its streams), as the worker's calls
+    do. Loading the model and the warm-up are not counted (nor are they in a worker's figures)."""
     from shared.embedder import SentenceEmbedder
 
     embedder = SentenceEmbedder.from_settings(settings)
     embedder.embed_sync(texts[:64])  # warm-up
-    started = time.perf_counter()
+    cpu, started = own_cpu_seconds(), time.perf_counter()
     embedder.embed_sync(texts)
-    return time.perf_counter() - started, f"{type(embedder).__name__} {embedder.backend}"
+    wall = time.perf_counter() - started
+    return wall, own_cpu_seconds() - cpu, f"{type(embedder).__name__} {embedder.backend}"
 
 
 def process_cpu_seconds(state: stack.StackState) -> dict[str, float]:
@@ -147,17 +163,37 @@ def process_cpu_seconds(state: stack.StackState) -> dict[str, float]:
     return used
 
 
-def bare_cpu(call: Any) -> tuple[float, float]:
-    """(wall seconds, CPU seconds of this process) of one call."""
-    import resource
+@dataclass(frozen=True)
+class CpuMark:
+    """CPU seconds used so far: by each process of the stack (see `process_cpu_seconds`), by this bench's own
+    process, and by the whole machine (every core's busy time since boot)."""
 
-    def cpu() -> float:
-        usage = resource.getrusage(resource.RUSAGE_SELF)
-        return usage.ru_utime + usage.ru_stime
+    processes: dict[str, float]
+    bench: float
+    machine: float
 
-    cpu_before, started = cpu(), time.perf_counter()
-    call()
-    return time.perf_counter() - started, cpu() - cpu_before
+
+def cpu_mark(state: stack.StackState | None = None) -> CpuMark:
+    """The CPU counters now (without a stack: this process and the machine only)."""
+    import psutil
+
+    times = psutil.cpu_times()
+    return CpuMark(
+        processes=process_cpu_seconds(state) if state is not None else {},
+        bench=own_cpu_seconds(),
+        machine=times.user + times.nice + times.system + times.irq + times.softirq + times.steal,
+    )
+
+
+def other_cpu(before: CpuMark, after: CpuMark) -> float:
+    """CPU seconds processes outside this bench and its stack used between two marks: the machine's other users,
+    whose load makes a figure of that window unfair (the machine's busy time less the stack's and the bench's)."""
+    ours = (
+        after.bench
+        - before.bench
+        + sum(max(0.0, used - before.processes.get(name, 0.0)) for name, used in after.processes.items())
+    )
+    return round(max(0.0, after.machine - before.machine - ours), 2)
 
 
 PROCESSED_EVENTS = ("event_processed", "batch_processed")
@@ -385,6 +421,35 @@ async def run_pipeline(
     return wall, per_source, texts
 
 
+def metric_sum(exposition: str, name: str) -> float:
+    """The sum of one metric's samples (every label set) in a Prometheus text exposition; 0 if absent."""
+    total = 0.0
+    for line in exposition.splitlines():
+        if line.startswith("#") or not line.strip():
+            continue
+        sample, _, value = line.rpartition(" ")
+        if sample.split("{", 1)[0] == name:
+            total += float(value)
+    return total
+
+
+def model_call_figures(workers: list[stack.WorkerProcess]) -> dict[str, float]:
+    """The embedding model's calls in these worker processes since they started, from their /metrics: calls,
+    chunks and seconds (MeteredEmbedder times each call), to tell the kernel's share of the stage's busy time."""
+    from shared.metrics import PREFIX
+
+    figures = {"model_calls": 0.0, "model_chunks": 0.0, "model_seconds": 0.0}
+    for worker in workers:
+        if worker.http_port is None:
+            continue
+        with urllib.request.urlopen(f"http://127.0.0.1:{worker.http_port}/metrics", timeout=10) as answer:
+            text = answer.read().decode()
+        figures["model_calls"] += metric_sum(text, f"{PREFIX}_embedding_batch_seconds_count")
+        figures["model_chunks"] += metric_sum(text, f"{PREFIX}_embedding_batch_chunks_sum")
+        figures["model_seconds"] += metric_sum(text, f"{PREFIX}_embedding_batch_seconds_sum")
+    return {key: round(value, 2) for key, value in figures.items()}
+
+
 HELD_BACK = ("embedding", "indexing")
 """The workers stopped while the chunking worker runs alone; embedding then drains its backlog alone."""
 
@@ -431,18 +496,19 @@ async def run_alone(state: stack.StackState, paths: list[Path], wait_seconds: fl
     for service in HELD_BACK:
         await asyncio.to_thread(stop_service, state, service)
     since = log_offsets(logs)
-    cpu_start = process_cpu_seconds(state)
+    mark_start = cpu_mark(state)
     events, _, published_at = await publish_corpus(cfg, pool, paths)
     ids = [e.source_id for e in events]
     chunked_at = await wait_stage(pool, ids, "chunking", deadline)
-    cpu_chunked = process_cpu_seconds(state)
+    mark_chunked = cpu_mark(state)
 
-    await asyncio.to_thread(restart_service, state, "embedding")
+    embedders = await asyncio.to_thread(restart_service, state, "embedding")
     # Its CPU is counted from its start line on: loading the model is not the stage's work on these chunks.
-    cpu_embedding_start = process_cpu_seconds(state)
+    mark_embedding = cpu_mark(state)
     embedding_started_at = datetime.now(UTC)
     embedded_at = await wait_stage(pool, ids, "embedding", deadline)
-    cpu_embedded = process_cpu_seconds(state)
+    mark_embedded = cpu_mark(state)
+    model_calls = await asyncio.to_thread(model_call_figures, embedders)
 
     await asyncio.to_thread(restart_service, state, "indexing")
     indexing_started_at = datetime.now(UTC)
@@ -457,25 +523,30 @@ async def run_alone(state: stack.StackState, paths: list[Path], wait_seconds: fl
     chunking_line = handling_timeline(chunking)
     embedding_line = handling_timeline(embedding)
     first_batch = embedding_line["first_start"] or embedded_at
+
+    def cpu(service: str, before: CpuMark, after: CpuMark) -> float:
+        return round(after.processes.get(service, 0.0) - before.processes.get(service, 0.0), 2)
+
     return {
         "extraction": {
             **handling_figures(chunking),
-            "cpu_seconds": round(cpu_chunked.get("chunking", 0.0) - cpu_start.get("chunking", 0.0), 2),
+            "cpu_seconds": cpu("chunking", mark_start, mark_chunked),
+            "other_cpu_seconds": other_cpu(mark_start, mark_chunked),
             "wall_seconds": round((chunked_at - published_at).total_seconds(), 2),
             "idle_seconds": chunking_line["idle_seconds"],
             "longest_gap_seconds": chunking_line["longest_gap_seconds"],
         },
         "embedding": {
             **handling_figures(embedding),
-            "cpu_seconds": round(
-                cpu_embedded.get("embedding", 0.0) - cpu_embedding_start.get("embedding", 0.0), 2
-            ),
+            "cpu_seconds": cpu("embedding", mark_embedding, mark_embedded),
+            "other_cpu_seconds": other_cpu(mark_embedding, mark_embedded),
             "wall_seconds": round((embedded_at - first_batch).total_seconds(), 2),
             "start_to_first_batch_seconds": round((first_batch - embedding_started_at).total_seconds(), 2),
             "idle_seconds": embedding_line["idle_seconds"],
             "longest_gap_seconds": embedding_line["longest_gap_seconds"],
             "batches": len(embedding),
             "messages_per_batch": [int(e.get("events", 1)) for e in embedding],
+            **model_calls,
         },
         "indexing_wall_seconds": round((indexed_at - indexing_started_at).total_seconds(), 2),
         "texts": texts,
@@ -533,9 +604,9 @@ def main() -> None:
         alone: dict[str, Any] | None = None
         try:
             state = stack.up(home, replicas=args.replicas, search_api=False)
-            cpu_before = process_cpu_seconds(state)
+            mark_before = cpu_mark(state)
             wall, per_source, texts = asyncio.run(run_pipeline(state, corpus, args.timeout))
-            cpu_after = process_cpu_seconds(state)
+            mark_after = cpu_mark(state)
             figures = stage_log_figures(home / "logs")  # before the second phase writes to the same logs
             cfg = state.settings()
             if not args.no_alone:
@@ -545,20 +616,21 @@ def main() -> None:
             os.environ.clear()
             os.environ.update(saved)
         # The bare engines only now, with the stack gone: nothing else of this bench runs beside them.
-        cpu_used = {name: round(cpu_after[name] - cpu_before.get(name, 0.0), 2) for name in sorted(cpu_after)}
-        extraction_bare, extraction_bare_cpu = bare_cpu(lambda: bare_extraction(corpus))
-        kernel_box: list[str] = []
-        embedding_bare, embedding_bare_cpu = bare_cpu(
-            lambda: kernel_box.append(bare_embedding(cfg, texts)[1])
-        )
-        kernel = kernel_box[0]
+        before, after = mark_before.processes, mark_after.processes
+        cpu_used = {name: round(after[name] - before.get(name, 0.0), 2) for name in sorted(after)}
+        marks = [cpu_mark()]
+        extraction_bare, extraction_bare_cpu = bare_extraction(corpus)
+        marks.append(cpu_mark())
+        embedding_bare, embedding_bare_cpu, kernel = bare_embedding(cfg, texts)
+        marks.append(cpu_mark())
         alone_texts: list[str] = alone.pop("texts") if alone else []
         same_texts = sorted(alone_texts) == sorted(texts)
         alone_embedding_bare, alone_embedding_bare_cpu = embedding_bare, embedding_bare_cpu
         if alone and not same_texts:  # the kernel alone on exactly the chunks the stage embedded alone
-            alone_embedding_bare, alone_embedding_bare_cpu = bare_cpu(
-                lambda: bare_embedding(cfg, alone_texts)
-            )
+            alone_embedding_bare, alone_embedding_bare_cpu, _ = bare_embedding(cfg, alone_texts)
+            marks.append(cpu_mark())
+        # Other users of the machine meanwhile (their load is not this bench's; a large figure: run it again).
+        bare_others = round(sum(other_cpu(a, b) for a, b in itertools.pairwise(marks)), 2)
         kept = []  # the peer reads the same files after this folder is gone: keep copies in var/bench/corpus
         keep = args.json.parent / "corpus"
         keep.mkdir(parents=True, exist_ok=True)
@@ -586,6 +658,7 @@ def main() -> None:
             "extraction_pypdf_seconds": round(extraction_bare, 2),
             "embedding_kernel_seconds": round(embedding_bare, 2),
             "embedding_kernel": kernel,
+            "other_processes_cpu_seconds": bare_others,
         },
         "ratios": {
             "extraction_vs_pypdf": round(extraction_bare / chunking_busy, 3),
@@ -594,6 +667,7 @@ def main() -> None:
         "cpu_seconds": {
             "processes": cpu_used,
             "total": round(sum(cpu_used.values()), 2),
+            "other_processes": other_cpu(mark_before, mark_after),
             "bare_extraction": round(extraction_bare_cpu, 2),
             "bare_embedding": round(embedding_bare_cpu, 2),
             "extraction_vs_pypdf": round(extraction_bare_cpu / cpu_used.get("chunking", float("nan")), 3),
@@ -638,6 +712,7 @@ def main() -> None:
     print(
         f"CPU seconds during the run ({cpu['total']:.1f} on 2 cores' {2 * wall:.1f}): "
         + ", ".join(f"{name} {used:.1f}" for name, used in cpu["processes"].items())
+        + f"; processes outside the bench {cpu['other_processes']:.1f}"
     )
     print(
         f"CPU of a stage's process vs its engine alone: extraction {cpu['extraction_vs_pypdf']:.2f}x "
@@ -646,6 +721,10 @@ def main() -> None:
     )
     if "alone" in report:
         print_alone(report["alone"], concurrent_chunks=chunks)
+    print(
+        f"the bare engines ran after the stack stopped; processes outside the bench used "
+        f"{bare_others:.1f} CPU-s meanwhile"
+    )
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=2, default=str))
     print(f"wrote {args.json}")
@@ -664,14 +743,14 @@ def print_alone(alone: dict[str, Any], *, concurrent_chunks: int) -> None:
     )
     print(
         f"{'stage alone':<12} {'busy s':>7} {'CPU s':>7} {'wall s':>7} {'engine s':>9} {'engine CPU s':>12} "
-        f"{'ratio busy':>10} {'ratio CPU':>9} {'ratio wall':>10}"
+        f"{'ratio busy':>10} {'ratio CPU':>9} {'ratio wall':>10} {'others CPU s':>12}"
     )
     for name in ("extraction", "embedding"):
         f = alone[name]
         print(
             f"{name:<12} {f['busy_seconds']:>7.1f} {f['cpu_seconds']:>7.1f} {f['wall_seconds']:>7.1f} "
             f"{f['engine_seconds']:>9.1f} {f['engine_cpu_seconds']:>12.1f} {ratio(f['ratio_busy']):>10} "
-            f"{ratio(f['ratio_cpu']):>9} {ratio(f['ratio_wall']):>10}"
+            f"{ratio(f['ratio_cpu']):>9} {ratio(f['ratio_wall']):>10} {f['other_cpu_seconds']:>12.1f}"
         )
     extraction, embedding = alone["extraction"], alone["embedding"]
     sizes = embedding["messages_per_batch"]
@@ -685,6 +764,11 @@ def print_alone(alone: dict[str, Any], *, concurrent_chunks: int) -> None:
         f"{embedding['idle_seconds']:.1f} s (longest gap {embedding['longest_gap_seconds']:.2f} s); wall from its "
         f"first batch (joined {embedding['start_to_first_batch_seconds']:.1f} s after its start) to the last "
         f"embedding done; then indexing drained in {alone['indexing_wall_seconds']:.1f} s"
+    )
+    print(
+        f"embedding alone, the model's calls inside the worker: {embedding['model_calls']:g} calls, "
+        f"{embedding['model_chunks']:g} chunks, {embedding['model_seconds']:.1f} s of its "
+        f"{embedding['busy_seconds']:.1f} s busy (the rest: cutting texts into chunks, messages, PostgreSQL)"
     )
 
 

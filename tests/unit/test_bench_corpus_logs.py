@@ -8,11 +8,14 @@ from pathlib import Path
 import pytest
 
 from shared.bench.corpus import (
+    CpuMark,
     alone_comparison,
     handled_entries,
     handling_figures,
     handling_timeline,
     log_offsets,
+    metric_sum,
+    other_cpu,
     worker_entries,
 )
 
@@ -72,3 +75,24 @@ def test_ratios_are_the_engine_over_the_stage() -> None:
     assert compared["ratio_busy"] == pytest.approx(0.9)
     assert compared["ratio_cpu"] == pytest.approx(1.1)
     assert compared["ratio_wall"] == pytest.approx(0.72)
+
+
+def test_a_metric_is_summed_over_its_label_sets_only() -> None:
+    exposition = (
+        "# HELP lmgpa_embedding_batch_seconds Seconds of one model call\n"
+        'lmgpa_embedding_batch_seconds_sum{service="embedding"} 12.5\n'
+        'lmgpa_embedding_batch_seconds_sum{service="other"} 0.5\n'
+        "lmgpa_embedding_batch_seconds_count 3.0\n"
+        "lmgpa_embedding_batch_seconds_sum_total 99\n"
+    )
+    assert metric_sum(exposition, "lmgpa_embedding_batch_seconds_sum") == 13.0
+    assert metric_sum(exposition, "lmgpa_embedding_batch_seconds_count") == 3.0
+    assert metric_sum(exposition, "lmgpa_missing") == 0.0
+
+
+def test_other_users_cpu_is_the_machines_less_the_stacks_and_the_benchs() -> None:
+    before = CpuMark(processes={"chunking": 10.0, "embedding": 5.0}, bench=2.0, machine=100.0)
+    after = CpuMark(processes={"chunking": 14.0, "embedding": 5.5, "indexing": 1.0}, bench=2.5, machine=110.0)
+    # 10 s of the machine: 4 + 0.5 + 1 (a process started meanwhile) by the stack, 0.5 by the bench.
+    assert other_cpu(before, after) == 4.0
+    assert other_cpu(after, after) == 0.0
