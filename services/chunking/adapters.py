@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections import OrderedDict
 from collections.abc import Sequence
-from functools import partial
+from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
@@ -14,7 +15,7 @@ from services.chunking.handlers import BookInfo, RangeProgress
 from shared.db import pieces, sources
 from shared.events.models import SourceRef, TextbookPagesQueued, TextSegment
 from shared.events.parts import clean_text
-from shared.media.pdf import PdfBook, inspect_pdf
+from shared.media.pdf import PdfBook
 from shared.storage import LocalStorage
 
 SERVICE = "chunking"
@@ -24,59 +25,98 @@ KEEP_OPEN_MAX_BYTES = 256 * 1024**2
 """A book up to this size stays open between its ranges (what pypdf parsed, fonts included, is reused); a
 larger one, a scanned book whose images OCR decoded say, is opened again for every range, so memory stays
 bounded by one range's objects."""
+KEEP_OPEN_BOOKS = 4
+"""Books kept open at once: ranges of books uploaded together arrive interleaved from their partitions."""
+
+
+@dataclass
+class _Held:
+    """An open book and how many extractions are using it right now."""
+
+    book: PdfBook
+    users: int = 0
 
 
 class PdfBooks:
-    """Books from storage, read page by page; the last book stays open for its next range."""
+    """Books from storage, read page by page; a book stays open from its plan to its last range."""
 
     def __init__(self, storage: LocalStorage, *, max_pages: int) -> None:
         self.storage = storage
         self.max_pages = max_pages
-        self._open: PdfBook | None = None
+        self._open: OrderedDict[Path, _Held] = OrderedDict()
         self._lock = threading.Lock()
 
-    def _book(self, path: Path) -> PdfBook:
-        """The open book at `path` if it is the same file still, else that file opened (the other closed)."""
-        with self._lock:
-            kept = self._open
-            if kept is not None:
-                try:
-                    stat = path.stat()
-                    same = (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns) == kept.identity
-                except OSError:
-                    same = False
-                if kept.path == path and same:
-                    return kept
-                self._open = None
-                kept.close()
-            book = PdfBook(path)
-            if book.identity[2] <= KEEP_OPEN_MAX_BYTES:
-                self._open = book
-            return book
+    def _book(self, path: Path) -> _Held:
+        """The open book at `path` if it is the same file still, else that file opened; the least recently
+        used book is let go if too many are open (closed once no extraction is using it)."""
+        closing: list[PdfBook] = []
+        try:
+            with self._lock:
+                held = self._open.pop(path, None)
+                if held is not None:
+                    try:
+                        stat = path.stat()
+                        same = (
+                            stat.st_dev,
+                            stat.st_ino,
+                            stat.st_size,
+                            stat.st_mtime_ns,
+                        ) == held.book.identity
+                    except OSError:
+                        same = False
+                    if same:
+                        self._open[path] = held  # most recently used last
+                        held.users += 1
+                        return held
+                    if held.users == 0:
+                        closing.append(held.book)
+                held = _Held(PdfBook(path), users=1)
+                if held.book.identity[2] <= KEEP_OPEN_MAX_BYTES:
+                    self._open[path] = held
+                    while len(self._open) > KEEP_OPEN_BOOKS:
+                        oldest = self._open.popitem(last=False)[1]
+                        if oldest.users == 0:
+                            closing.append(oldest.book)
+                return held
+        finally:
+            for book in closing:
+                book.close()
 
-    def _release(self, book: PdfBook, *, done: bool) -> None:
-        """Close a book that is not kept, or whose last range this was."""
+    def _release(self, held: _Held, *, done: bool) -> None:
+        """One extraction less on the book; close it once nobody uses it and it is not kept (let go, too
+        large, done with after its last range, or failed)."""
         with self._lock:
-            if self._open is book and not done:
-                return
-            if self._open is book:
-                self._open = None
-        book.close()
+            held.users -= 1
+            kept = self._open.get(held.book.path) is held
+            if kept and done:
+                del self._open[held.book.path]
+                kept = False
+            close = not kept and held.users == 0
+        if close:
+            held.book.close()
 
-    async def inspect(self, url: str) -> BookInfo:
-        """Open the book and count its pages."""
-        path = self.storage.resolve(url).path
-        info = await asyncio.to_thread(partial(inspect_pdf, path, max_pages=self.max_pages))
+    def _inspect(self, path: Path) -> BookInfo:
+        held = self._book(path)
+        failed = True
+        try:
+            info = held.book.info(max_pages=self.max_pages)
+            failed = False
+        finally:
+            self._release(held, done=failed)
         return BookInfo(page_count=info.page_count)
 
+    async def inspect(self, url: str) -> BookInfo:
+        """Open the book and count its pages; it stays open for its ranges."""
+        return await asyncio.to_thread(self._inspect, self.storage.resolve(url).path)
+
     def _extract(self, url: str, first_page: int, last_page: int) -> list[TextSegment]:
-        book = self._book(self.storage.resolve(url).path)
+        held = self._book(self.storage.resolve(url).path)
         done = True
         try:
-            pages = book.extract(first_page, last_page)
-            done = last_page >= book.page_count()
+            pages = held.book.extract(first_page, last_page)
+            done = last_page >= held.book.page_count()
         finally:
-            self._release(book, done=done)
+            self._release(held, done=done)
         return [
             TextSegment(
                 text=clean_text(p.text),

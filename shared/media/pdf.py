@@ -223,34 +223,8 @@ def _default_ocr(image: Image.Image) -> OcrOutput:
 
 def inspect_pdf(path: Path, *, max_pages: int | None = None) -> PdfInfo:
     """Open a PDF, check it can be read, count its pages and read its title and author."""
-    with path.open("rb") as stream:
-        reader = _open_reader(path, stream)
-        declared = _declared_count(reader)
-        try:
-            # Walks the page tree (not the pages' content): ~0.1 s per 1,000 pages, bounded by pypdf's limits.
-            page_count = len(reader.pages)
-        except LimitReachedError as exc:
-            if max_pages is not None and declared is not None and declared > max_pages:
-                raise PermanentError(
-                    "too_many_pages", f"the PDF declares {declared} pages, more than {max_pages}"
-                ) from exc
-            raise _corrupt(path, "its page tree is beyond a safety limit", exc) from exc
-        except DependencyError:
-            raise
-        except Exception as exc:
-            raise _corrupt(path, "its page tree cannot be read", exc) from exc
-        if page_count == 0:
-            raise PermanentError("empty_pdf", "the PDF has no pages")
-        if max_pages is not None and page_count > max_pages:
-            raise PermanentError("too_many_pages", f"the PDF has {page_count} pages, more than {max_pages}")
-        if declared is not None and declared != page_count:
-            log.warning("pdf_page_count_mismatch", file=path.name, declared=declared, found=page_count)
-        return PdfInfo(
-            page_count=page_count,
-            encrypted=bool(reader.is_encrypted),
-            title=_metadata(reader, "title"),
-            author=_metadata(reader, "author"),
-        )
+    with PdfBook(path) as book:
+        return book.info(max_pages=max_pages)
 
 
 def extract_pages(
@@ -285,7 +259,7 @@ class PdfBook:
             raise
         self._pages = _PageTree(self._reader, path)
         self._fonts: _FontCache = {}
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
 
     def __enter__(self) -> PdfBook:
         return self
@@ -294,8 +268,43 @@ class PdfBook:
         self.close()
 
     def close(self) -> None:
-        """Close the file (what pypdf parsed goes with the book)."""
-        self._stream.close()
+        """Close the file once the range being extracted, if any, is done (what pypdf parsed goes with it)."""
+        with self._lock:
+            self._stream.close()
+
+    def info(self, *, max_pages: int | None = None) -> PdfInfo:
+        """Check the book can be read, count its pages and read its title and author (the page tree walked
+        here stays parsed for the ranges)."""
+        with self._lock:
+            path, reader = self.path, self._reader
+            declared = _declared_count(reader)
+            try:
+                # Walks the page tree (not the pages' content): ~0.1 s per 1,000 pages, bounded by pypdf's limits.
+                page_count = len(reader.pages)
+            except LimitReachedError as exc:
+                if max_pages is not None and declared is not None and declared > max_pages:
+                    raise PermanentError(
+                        "too_many_pages", f"the PDF declares {declared} pages, more than {max_pages}"
+                    ) from exc
+                raise _corrupt(path, "its page tree is beyond a safety limit", exc) from exc
+            except DependencyError:
+                raise
+            except Exception as exc:
+                raise _corrupt(path, "its page tree cannot be read", exc) from exc
+            if page_count == 0:
+                raise PermanentError("empty_pdf", "the PDF has no pages")
+            if max_pages is not None and page_count > max_pages:
+                raise PermanentError(
+                    "too_many_pages", f"the PDF has {page_count} pages, more than {max_pages}"
+                )
+            if declared is not None and declared != page_count:
+                log.warning("pdf_page_count_mismatch", file=path.name, declared=declared, found=page_count)
+            return PdfInfo(
+                page_count=page_count,
+                encrypted=bool(reader.is_encrypted),
+                title=_metadata(reader, "title"),
+                author=_metadata(reader, "author"),
+            )
 
     def page_count(self) -> int:
         """The book's pages, as the ranges count them."""
