@@ -87,8 +87,11 @@ def group_id(settings: Settings, *, service: str, topic: str) -> str:
     return f"{settings.consumer_group_prefix}.{service}.{topic.split('.')[2]}"
 
 
-def consumer_options(settings: Settings, *, service: str, topic: str, batch: bool = False) -> dict[str, Any]:
-    """Subscriber options shared by every worker: a group per subscription, commit after success only."""
+def consumer_options(
+    settings: Settings, *, service: str, topic: str, batch: bool = False, max_records: int | None = None
+) -> dict[str, Any]:
+    """Subscriber options shared by every worker: a group per subscription, commit after success only; a
+    batch of at most `max_records` messages (default: the settings' batch_max_records)."""
     options: dict[str, Any] = {
         "group_id": group_id(settings, service=service, topic=topic),
         # The broker's "latest" offset is wrong (field notes); committed offsets do the real work.
@@ -103,7 +106,7 @@ def consumer_options(settings: Settings, *, service: str, topic: str, batch: boo
     if batch:
         options |= {
             "batch": True,
-            "max_records": settings.batch_max_records,
+            "max_records": max_records or settings.batch_max_records,
             "batch_timeout_ms": settings.batch_timeout_ms,
         }
     return options

@@ -48,7 +48,13 @@ async def lifespan() -> AsyncIterator[None]:
 
 @broker.subscriber(
     topics.TEXT_EXTRACTED,
-    **consumer_options(runtime.settings, service=SERVICE, topic=topics.TEXT_EXTRACTED, batch=True),
+    **consumer_options(
+        runtime.settings,
+        service=SERVICE,
+        topic=topics.TEXT_EXTRACTED,
+        batch=True,
+        max_records=runtime.settings.embedding_batch_max_parts,
+    ),
 )
 async def on_text_extracted(message: KafkaMessage) -> None:
     """Chunk and embed a batch of texts."""

@@ -39,6 +39,16 @@ def test_by_default_a_stopping_worker_leaves_its_group_at_once() -> None:
     assert options["batch"] is True and options["max_records"] == Settings().batch_max_records
 
 
+def test_the_embedding_worker_takes_a_few_parts_per_batch() -> None:
+    from faststream.kafka.subscriber.usecase import BatchSubscriber
+
+    from services.embedding import app
+
+    (subscriber,) = app.broker.subscribers
+    assert isinstance(subscriber, BatchSubscriber) and subscriber.topic_names == [topics.TEXT_EXTRACTED]
+    assert subscriber.max_records == Settings().embedding_batch_max_parts == 8
+
+
 def test_only_a_worker_told_so_stops_without_leavegroup(monkeypatch: pytest.MonkeyPatch) -> None:
     from aiokafka.consumer.group_coordinator import GroupCoordinator
 
