@@ -31,7 +31,10 @@ kernel on this phase's chunk texts; their count and whether they are the first r
 engine/stage of busy, CPU and wall time (issue 10 asks for at least 0.9), and how the embedding worker drained its
 backlog (batches, messages per batch, idle time between batches, and how much of its busy time the model's calls
 took, from the worker's /metrics). The bare engines run last, after the stack is stopped, so nothing else of the
-bench runs beside them (their figures leave out loading the model and its warm-up, as a worker's do). Every window
+bench runs beside them (their figures leave out loading the model and its warm-up, as a worker's do); the same
+engines also run once beside the stack left idle after the alone phase, whose servers and idle workers load the
+machine in a stage's window too (the broker answers every consumer's polls), and the alone ratios are printed
+against those as well: the stage's own overhead under the same background load. Every window
 also prints the CPU seconds that processes outside the bench and its stack used meanwhile (the machine's other
 users): a figure measured beside a large one is unfair; run it again. Writes JSON (default var/bench/corpus.json,
 the alone phase under "alone"; `make bench-peer` reads it). Asserts nothing.
@@ -602,6 +605,7 @@ def main() -> None:
         # results instead of computing them (the first phase's files all differ, so it never reuses anyway).
         os.environ["LMGPA_REUSE_IDENTICAL_UPLOADS"] = "false"
         alone: dict[str, Any] | None = None
+        beside: dict[str, tuple[float, float]] = {}
         try:
             state = stack.up(home, replicas=args.replicas, search_api=False)
             mark_before = cpu_mark(state)
@@ -611,6 +615,13 @@ def main() -> None:
             cfg = state.settings()
             if not args.no_alone:
                 alone = asyncio.run(run_alone(state, corpus, args.timeout))
+                # The engines again, now beside the stack left idle: its servers and idle workers (the broker
+                # answering every consumer's polls) load the machine during a stage's window too, so this
+                # compares a stage with its engine under the same background load, isolating its own overhead.
+                beside = {
+                    "extraction": bare_extraction(corpus),
+                    "embedding": bare_embedding(cfg, alone["texts"])[:2],
+                }
         finally:
             stack.down(home, purge=True)
             os.environ.clear()
@@ -689,6 +700,14 @@ def main() -> None:
             ),
             "indexing_wall_seconds": alone["indexing_wall_seconds"],
         }
+        for name, (engine_seconds, engine_cpu) in beside.items():
+            stage = report["alone"][name]
+            compared = alone_comparison(
+                alone[name], engine_seconds=engine_seconds, engine_cpu_seconds=engine_cpu
+            )
+            stage["engine_beside_idle_stack"] = {
+                key: value for key, value in compared.items() if key.startswith(("engine_", "ratio_"))
+            }
     print(f"corpus: {', '.join(f'{n} ({p} p.)' for n, p in pages.items())}")
     print(
         f"upload-to-searchable: {wall:.1f} s for {total_pages} pages and {chunks} chunks "
@@ -752,6 +771,14 @@ def print_alone(alone: dict[str, Any], *, concurrent_chunks: int) -> None:
             f"{f['engine_seconds']:>9.1f} {f['engine_cpu_seconds']:>12.1f} {ratio(f['ratio_busy']):>10} "
             f"{ratio(f['ratio_cpu']):>9} {ratio(f['ratio_wall']):>10} {f['other_cpu_seconds']:>12.1f}"
         )
+    for name in ("extraction", "embedding"):
+        b = alone[name].get("engine_beside_idle_stack")
+        if b:
+            print(
+                f"{name} alone vs its engine run beside the idle stack (the same background load): engine "
+                f"{b['engine_seconds']:.1f} s / {b['engine_cpu_seconds']:.1f} CPU-s; ratio busy {ratio(b['ratio_busy'])}, "
+                f"CPU {ratio(b['ratio_cpu'])}, wall {ratio(b['ratio_wall'])}"
+            )
     extraction, embedding = alone["extraction"], alone["embedding"]
     sizes = embedding["messages_per_batch"]
     print(
