@@ -345,7 +345,7 @@ def main() -> None:
         folder = Path(tmp)
         lecture = make_lecture_file(folder, args.audio_seconds)
         photos = make_photo_files(folder)
-        seconds = audio_seconds(lecture.path)
+        seconds, lecture_bytes = audio_seconds(lecture.path), lecture.path.stat().st_size
         sizes = {m.path.stem: (*image_size(m.path), m.path.stat().st_size) for m in photos}
         home = folder / "stack"
         saved = dict(os.environ)
@@ -380,7 +380,7 @@ def main() -> None:
             "audio": {
                 "file": lecture.name,
                 "seconds": round(seconds, 1),
-                "bytes": lecture.path.stat().st_size,
+                "bytes": lecture_bytes,
             },
             "photos": {name: {"width": w, "height": h, "bytes": b} for name, (w, h, b) in sizes.items()},
         },
@@ -406,7 +406,7 @@ def main() -> None:
 
     pixels = sum(w * h for w, h, _ in sizes.values())
     print(
-        f"inputs: a {seconds / 60:.1f}-minute lecture ({lecture.name}, {lecture.path.stat().st_size / 1e6:.1f} MB, "
+        f"inputs: a {seconds / 60:.1f}-minute lecture ({lecture.name}, {lecture_bytes / 1e6:.1f} MB, "
         f"espeak-ng); {len(photos)} photos, {pixels / 1e6:.1f} Mpx in all: "
         + ", ".join(f"{name} {w}x{h} {b / 1e3:.0f} kB" for name, (w, h, b) in sizes.items())
     )
@@ -429,7 +429,8 @@ def main() -> None:
     )
     print(
         f"ocr: {o['messages']} photos; first handling {o['publish_to_first_handling_seconds']:.2f} s after "
-        f"publishing; engine {o['engine']}; others' CPU beside the engine {ocr_others:.1f} s"
+        f"publishing; its CPU {o['cpu_seconds']:.1f} s = the worker's own {o['cpu_seconds_without_ended_children']:.1f} "
+        f"s + its ended Tesseract processes'; engine {o['engine']}; others' CPU beside the engine {ocr_others:.1f} s"
     )
     acc = o["accuracy"]
     print(f"{'photo':<22} {'stage s':>8} {'engine s':>8} {'stage acc':>9} {'engine acc':>10}")
