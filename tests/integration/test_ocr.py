@@ -180,6 +180,25 @@ def test_half_turn_is_retried_when_orientation_detection_misses(monkeypatch: pyt
     assert result.mean_confidence > LOW_CONFIDENCE
 
 
+@pytest.mark.parametrize(("name", "detections"), [("clean", 0), ("phone", 0), ("upside_down", 1)])
+def test_orientation_is_detected_only_when_the_first_reading_is_unconvincing(
+    monkeypatch: pytest.MonkeyPatch, name: str, detections: int
+) -> None:
+    calls: list[Image.Image] = []
+    real = images.turn_upright
+
+    def counted(grey: Image.Image) -> Image.Image:
+        calls.append(grey)
+        return real(grey)
+
+    monkeypatch.setattr(images, "turn_upright", counted)
+    photo = photos.note_photo(name)
+    result = ocr_image(photo.image)
+    assert len(calls) == detections  # OSD costs more than a reading: an upright page is read once, no OSD
+    assert character_accuracy(photo.text, result.text) >= PREPROCESSED_MIN[name]
+    assert result.mean_confidence > LOW_CONFIDENCE
+
+
 def test_tesseract_runs_single_threaded_and_nothing_else_is_limited(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("OMP_THREAD_LIMIT", raising=False)
     monkeypatch.setenv("LMGPA_PROBE", "seen")
