@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from PIL import Image
+from PIL import Image, ImageFilter
 
 from shared.errors import PermanentError
 from shared.media import images
@@ -275,6 +275,16 @@ def test_running_extremes_match_brute_force(rows: int, columns: int, window: int
     views = np.lib.stride_tricks.sliding_window_view(padded, (window, window))
     assert np.array_equal(images._running(pixels, window, np.maximum), views.max(axis=(2, 3)))
     assert np.array_equal(images._running(pixels, window, np.minimum), views.min(axis=(2, 3)))
+
+
+@settings(max_examples=60, deadline=None)
+@given(rows=st.integers(1, 1100), columns=st.integers(1, 40), seed=st.integers(0, 2**16))
+def test_median3_is_pillows_median_filter(rows: int, columns: int, seed: int) -> None:
+    # Up to 1,100 rows: more than two of its bands, so band edges are covered.
+    pixels = np.random.default_rng(seed).integers(0, 256, (rows, columns), dtype=np.uint8)
+    image = Image.fromarray(pixels, "L")
+    expected = np.asarray(image.filter(ImageFilter.MedianFilter(3)))
+    assert np.array_equal(np.asarray(images.median3(image)), expected)
 
 
 # -- OCR result assembly and scoring (no Tesseract) --------------------------------------------------------
