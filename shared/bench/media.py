@@ -309,6 +309,35 @@ def accuracy(media: list[Medium], stage: dict[str, str], engine: dict[str, str])
     }
 
 
+def where_engine_reads(
+    stage_seconds: dict[str, float],
+    engine_seconds: dict[str, float],
+    per_photo: dict[str, dict[str, float]],
+    *,
+    min_accuracy: float = 0.95,
+) -> dict[str, Any]:
+    """The engine/stage time ratio over the photos Tesseract alone already reads (both accuracies at least
+    `min_accuracy`): the stage's overhead where its preprocessing buys nothing, apart from the time it spends
+    making the other photos readable."""
+    names = [
+        name
+        for name, acc in per_photo.items()
+        if acc["stage"] >= min_accuracy
+        and acc["engine"] >= min_accuracy
+        and name in stage_seconds
+        and name in engine_seconds
+    ]
+    stage = sum(stage_seconds[name] for name in names)
+    engine = sum(engine_seconds[name] for name in names)
+    return {
+        "photos": names,
+        "min_accuracy": min_accuracy,
+        "stage_seconds": round(stage, 2),
+        "engine_seconds": round(engine, 2),
+        "ratio": round(engine / stage, 3) if stage else None,
+    }
+
+
 def ratio_text(value: float | None) -> str:
     """A ratio as printed (2 decimals and x), '-' when there is none."""
     return f"{value:.2f}x" if value is not None else "-"
@@ -414,6 +443,9 @@ def main() -> None:
     for line in table_lines({"transcription": report["transcription"], "ocr": report["ocr"]}):
         print(line)
     t, o = report["transcription"], report["ocr"]
+    o["where_engine_reads"] = where_engine_reads(
+        o["busy_by_source"], ocr_per_file, o["accuracy"]["per_photo"]
+    )
     print(
         f"transcription: {t['messages']} messages (the plan, then {t['pieces']} piece(s) of at most "
         f"{cfg.audio_piece_seconds:.0f} s); first handling {t['publish_to_first_handling_seconds']:.2f} s after "
@@ -443,6 +475,13 @@ def main() -> None:
         )
     print(
         f"ocr character accuracy, mean: stage {acc['stage_mean']:.3f}, Tesseract alone {acc['engine_mean']:.3f}"
+    )
+    readable = o["where_engine_reads"]
+    print(
+        f"on the {len(readable['photos'])} photos Tesseract alone reads right too (both at least "
+        f"{readable['min_accuracy']:.2f}: {', '.join(readable['photos'])}): stage {readable['stage_seconds']:.2f} s, "
+        f"Tesseract {readable['engine_seconds']:.2f} s, ratio {ratio_text(readable['ratio'])}; the rest of the "
+        "stage's time goes to photos Tesseract alone gets wrong"
     )
     print(
         "the worker beyond Tesseract: Pillow decode, layout analysis, text shrunk to a 64 px line pitch, denoise, "

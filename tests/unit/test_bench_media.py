@@ -14,7 +14,16 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from shared.bench.corpus import children_cpu_seconds
-from shared.bench.media import Medium, accuracy, await_log_lines, mean, ratio_text, stage_texts, table_lines
+from shared.bench.media import (
+    Medium,
+    accuracy,
+    await_log_lines,
+    mean,
+    ratio_text,
+    stage_texts,
+    table_lines,
+    where_engine_reads,
+)
 
 
 def row(**extra: float | None) -> dict[str, float | None]:
@@ -128,3 +137,17 @@ def test_a_process_cpu_counts_its_ended_children_only_when_asked() -> None:
     with_children = process_cpu_seconds(state, waited_children=True)["ocr"]
     assert with_children - without >= ended - 0.05  # ...and the children's CPU is not in the default figure
     assert ended >= 0.25
+
+
+def test_the_ratio_where_tesseract_alone_reads_counts_only_photos_both_read_right() -> None:
+    per_photo = {
+        "clean": {"stage": 1.0, "engine": 0.99},
+        "upside_down": {"stage": 1.0, "engine": 0.1},  # Tesseract alone is wrong: left out
+        "blurred": {"stage": 0.5, "engine": 0.97},  # the stage is wrong: left out
+        "scan": {"stage": 0.96, "engine": 0.95},
+    }
+    stage = {"clean": 0.4, "upside_down": 1.4, "blurred": 0.5, "scan": 0.3}
+    engine = {"clean": 0.35, "upside_down": 0.5, "blurred": 0.2, "scan": 0.28}
+    result = where_engine_reads(stage, engine, per_photo)
+    assert result["photos"] == ["clean", "scan"]
+    assert result["stage_seconds"] == 0.7 and result["engine_seconds"] == 0.63 and result["ratio"] == 0.9
