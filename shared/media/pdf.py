@@ -236,8 +236,6 @@ def extract_pages(
     min_text_chars: int = MIN_TEXT_CHARS,
 ) -> list[PageText]:
     """Return the cleaned text of pages first_page..last_page (1-based, inclusive), OCR-ing scanned pages."""
-    if first_page < 1 or last_page < first_page:
-        raise ValueError(f"invalid page range {first_page}-{last_page}")
     with PdfBook(path) as book:
         return book.extract(first_page, last_page, ocr=ocr, min_text_chars=min_text_chars)
 
@@ -325,9 +323,8 @@ class PdfBook:
         with self._lock, _fonts_parsed_once(self._fonts):
             pages, path = self._pages, self.path
             if last_page > pages.count():
-                pages.walk_all(
-                    "the range ends beyond /Count"
-                )  # /Count may be wrong: count the pages themselves
+                # /Count may be wrong: count the pages themselves.
+                pages.walk_all("the range ends beyond /Count")
             if pages.count() == 0:
                 raise PermanentError("empty_pdf", "the PDF has no pages")
             if last_page > pages.count():
