@@ -21,10 +21,13 @@ from shared.storage import LocalStorage
 SERVICE = "chunking"
 
 
-KEEP_OPEN_MAX_BYTES = 256 * 1024**2
-"""A book up to this size stays open between its ranges (what pypdf parsed, fonts included, is reused); a
-larger one, a scanned book whose images OCR decoded say, is opened again for every range, so memory stays
-bounded by one range's objects."""
+KEEP_OPEN_MAX_BYTES = 16 * 1024**2
+"""A book file up to this size stays open between its ranges (what pypdf parsed, fonts included, is reused);
+a larger one is opened again for every range, so memory stays bounded by one range's objects.  What pypdf
+keeps of a book read through is many times its file: +25.6 MB of resident memory for gnuplot's 1.28 MB manual
+(its decoded content streams and objects), so 16 MiB of dense text could hold ~330 MB."""
+KEEP_OPEN_TOTAL_BYTES = 32 * 1024**2
+"""Book files kept open at once, in bytes: with KEEP_OPEN_MAX_BYTES, well inside the worker's 1 GiB limit."""
 KEEP_OPEN_BOOKS = 4
 """Books kept open at once: ranges of books uploaded together arrive interleaved from their partitions."""
 
@@ -73,7 +76,7 @@ class PdfBooks:
                 held = _Held(PdfBook(path), users=1)
                 if held.book.identity[2] <= KEEP_OPEN_MAX_BYTES:
                     self._open[path] = held
-                    while len(self._open) > KEEP_OPEN_BOOKS:
+                    while len(self._open) > KEEP_OPEN_BOOKS or self._kept_bytes() > KEEP_OPEN_TOTAL_BYTES:
                         oldest = self._open.popitem(last=False)[1]
                         if oldest.users == 0:
                             closing.append(oldest.book)
@@ -81,6 +84,9 @@ class PdfBooks:
         finally:
             for book in closing:
                 book.close()
+
+    def _kept_bytes(self) -> int:
+        return sum(held.book.identity[2] for held in self._open.values())
 
     def _release(self, held: _Held, *, done: bool) -> None:
         """One extraction less on the book; close it once nobody uses it and it is not kept (let go, too

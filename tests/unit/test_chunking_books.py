@@ -81,3 +81,20 @@ def test_only_a_few_books_stay_open_and_one_in_use_is_closed_after_its_range(
     assert [p.page for p in held_a.book.extract(1, 3, ocr=None)] == [1, 2, 3]
     books._release(held_a, done=False)
     assert held_a.book._stream.closed
+
+
+def test_kept_books_are_bounded_in_bytes_and_a_large_one_is_not_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    storage = LocalStorage(tmp_path)
+    for name, pages in (("a", 3), ("b", 3), ("big", 12)):
+        pdfs.make_text_pdf(tmp_path / f"{name}.pdf", pages)
+    sizes = {name: (tmp_path / f"{name}.pdf").stat().st_size for name in ("a", "b", "big")}
+    monkeypatch.setattr(adapters, "KEEP_OPEN_MAX_BYTES", sizes["big"] - 1)
+    monkeypatch.setattr(adapters, "KEEP_OPEN_TOTAL_BYTES", sizes["a"] + sizes["b"] - 1)
+    books = PdfBooks(storage, max_pages=100)
+    asyncio.run(books.extract(storage.url_for("a.pdf"), first_page=1, last_page=1))
+    asyncio.run(books.extract(storage.url_for("b.pdf"), first_page=1, last_page=1))
+    assert list(books._open) == [tmp_path / "b.pdf"]  # both together are over the total: a let go
+    extracted = asyncio.run(books.extract(storage.url_for("big.pdf"), first_page=1, last_page=2))
+    assert [segment.page for segment in extracted] == [1, 2] and tmp_path / "big.pdf" not in books._open
