@@ -18,7 +18,7 @@ from typing import Any
 
 from shared.settings import Settings
 
-PIPELINE_CODE_VERSION = 3
+PIPELINE_CODE_VERSION = 4
 """Bump when extraction, chunking or embedding code changes what it produces for the same settings."""
 
 
