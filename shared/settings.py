@@ -135,10 +135,10 @@ class Settings(BaseSettings):
         description=(
             "Messages (parts of extracted text) per embedding batch. A batch is embedded before the worker polls "
             "again, and a worker that does not poll within LMGPA_MAX_POLL_INTERVAL_MS is put out of its group "
-            "and handed the same batch again, without end: a part holds up to 200,000 characters (~290 "
-            "chunks), so 8 parts are at most ~2,300 chunks, 27 s at this machine's int8 86 chunks/s and 89 s "
-            "at torch fp32's 26 (make bench-embedding), where the 64 of LMGPA_BATCH_MAX_RECORDS could take 12 "
-            "minutes."
+            "and handed the same batch again, without end: a part holds up to 200,000 characters (356 chunks "
+            "of gnuplot's dense manual), so 8 parts are at most ~2,850 chunks, 33 s at this machine's int8 86.5 "
+            "chunks/s and 107 s at torch fp32's 26.7 (make bench-embedding), where the 64 of "
+            "LMGPA_BATCH_MAX_RECORDS could take 14 minutes."
         ),
     )
     embedding_streams: int | None = Field(

@@ -8,6 +8,7 @@ An installed package alone does not have them: a clear error says so.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 
@@ -48,3 +49,10 @@ def sample_pdfs(folder: Path) -> list[Path]:
     pdfs.make_two_column_paper(paper)
     pdfs.make_split_glyph_summary(summary)
     return [paper, summary]
+
+
+def write_json(path: Path, report: object) -> None:
+    """Write a benchmark's figures as indented JSON (its folder made if needed) and say where."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
+    print(f"wrote {path}")

@@ -63,6 +63,8 @@ from typing import Any
 import asyncpg
 from qdrant_client import AsyncQdrantClient
 
+from shared.bench import write_json
+from shared.db import jobs
 from shared.devstack import stack
 from shared.events.models import SourceKind, SourceUploaded
 from shared.settings import Settings
@@ -333,24 +335,28 @@ async def publish_corpus(
     return events, started, published_at
 
 
-async def wait_searchable(pool: asyncpg.Pool, ids: list[uuid.UUID], deadline: float) -> list[asyncpg.Record]:
+async def source_jobs(pool: asyncpg.Pool, ids: list[uuid.UUID]) -> list[jobs.JobRow]:
+    """These sources' jobs with their stages (shared.db.jobs)."""
+    return await jobs.list_jobs(pool, source_ids=ids, limit=len(ids))
+
+
+async def wait_searchable(pool: asyncpg.Pool, ids: list[uuid.UUID], deadline: float) -> list[jobs.JobRow]:
     """Wait until every source is completed (searchable) and return their jobs; exit if one failed or time ran
     out (deadline: time.monotonic())."""
     while True:
-        rows = await pool.fetch(
-            "SELECT source_id, status, error_code, chunk_count FROM ingest_jobs WHERE source_id = ANY($1::uuid[])",
-            ids,
-        )
-        done = [r for r in rows if r["status"] in ("completed", "failed")]
+        rows = await source_jobs(pool, ids)
+        done = [r for r in rows if r.status in ("completed", "failed")]
         if len(done) == len(ids):
             break
         if time.monotonic() > deadline:
-            raise SystemExit(f"not searchable in time: {[dict(r) for r in rows]}")
+            raise SystemExit(
+                f"not searchable in time: {[(str(r.source_id), r.status, r.stage) for r in rows]}"
+            )
         await asyncio.sleep(0.1)
-    failed = [dict(r) for r in rows if r["status"] != "completed"]
+    failed = [(str(r.source_id), r.error_code) for r in rows if r.status != "completed"]
     if failed:
         raise SystemExit(f"sources failed: {failed}")
-    return list(rows)
+    return rows
 
 
 async def wait_stage(pool: asyncpg.Pool, ids: list[uuid.UUID], stage: str, deadline: float) -> datetime:
@@ -358,26 +364,19 @@ async def wait_stage(pool: asyncpg.Pool, ids: list[uuid.UUID], stage: str, deadl
     Exits if a source failed, skipped the stage (an identical upload reused: its next stage is indexing), or
     time ran out (deadline: time.monotonic())."""
     while True:
-        rows = await pool.fetch(
-            "SELECT source_id, stage, finished_at FROM ingest_stages WHERE source_id = ANY($1::uuid[])", ids
-        )
-        failed = await pool.fetch(
-            "SELECT source_id, error_code FROM ingest_jobs WHERE source_id = ANY($1::uuid[]) AND status = 'failed'",
-            ids,
-        )
+        rows = await source_jobs(pool, ids)
+        failed = [(str(r.source_id), r.error_code) for r in rows if r.status == "failed"]
         if failed:
-            raise SystemExit(f"sources failed: {[dict(r) for r in failed]}")
-        stages: dict[uuid.UUID, dict[str, datetime | None]] = defaultdict(dict)
-        for r in rows:
-            stages[r["source_id"]][r["stage"]] = r["finished_at"]
-        skipped = [str(s) for s in ids if stage not in stages[s] and "indexing" in stages[s]]
+            raise SystemExit(f"sources failed: {failed}")
+        stages = {r.source_id: {s.stage: s.finished_at for s in r.stages} for r in rows}
+        skipped = [str(s) for s in ids if stage not in stages.get(s, {}) and "indexing" in stages.get(s, {})]
         if skipped:
             raise SystemExit(f"sources {skipped} skipped the {stage} stage (reused identical uploads?)")
-        finished = [stages[s].get(stage) for s in ids]
+        finished = [stages.get(s, {}).get(stage) for s in ids]
         if all(f is not None for f in finished):
             return max(f for f in finished if f is not None)
         if time.monotonic() > deadline:
-            raise SystemExit(f"the {stage} stage did not finish in time: {[dict(r) for r in rows]}")
+            raise SystemExit(f"the {stage} stage did not finish in time: {stages}")
         await asyncio.sleep(0.1)
 
 
@@ -416,21 +415,17 @@ async def run_pipeline(
     pool = await asyncpg.create_pool(cfg.database_dsn(), min_size=1, max_size=2)
     events, started, _ = await publish_corpus(cfg, pool, paths)
     ids = [e.source_id for e in events]
-    rows = await wait_searchable(pool, ids, time.monotonic() + wait_seconds)
+    rows = {r.source_id: r for r in await wait_searchable(pool, ids, time.monotonic() + wait_seconds)}
     wall = time.perf_counter() - started
-    stages = await pool.fetch(
-        "SELECT source_id, stage, started_at, finished_at FROM ingest_stages WHERE source_id = ANY($1::uuid[])",
-        ids,
-    )
     await pool.close()
     texts = await chunk_texts(cfg, ids)
     per_source = {
         str(e.title): {
-            "chunks": next(int(r["chunk_count"]) for r in rows if r["source_id"] == e.source_id),
+            "chunks": rows[e.source_id].chunk_count,
             "stages": {
-                s["stage"]: round((s["finished_at"] - s["started_at"]).total_seconds(), 2)
-                for s in stages
-                if s["source_id"] == e.source_id and s["started_at"] and s["finished_at"]
+                s.stage: round((s.finished_at - s.started_at).total_seconds(), 2)
+                for s in rows[e.source_id].stages
+                if s.started_at and s.finished_at
             },
         }
         for e in events
@@ -758,40 +753,44 @@ def main() -> None:
         f"the bare engines ran after the stack stopped; processes outside the bench used "
         f"{bare_others:.1f} CPU-s meanwhile"
     )
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(report, indent=2, default=str))
-    print(f"wrote {args.json}")
+    write_json(args.json, report)
+
+
+def ratio_text(value: float | None) -> str:
+    """A ratio as printed (2 decimals and x), '-' when there is none."""
+    return f"{value:.2f}x" if value is not None else "-"
+
+
+def table_lines(rows: dict[str, dict[str, Any]]) -> list[str]:
+    """The stage-beside-engine table: busy, CPU and wall seconds, the engine's, the ratios, others' CPU."""
+    lines = [
+        f"{'stage':<14} {'busy s':>7} {'CPU s':>7} {'wall s':>7} {'engine s':>9} {'engine CPU s':>12} "
+        f"{'ratio busy':>10} {'ratio CPU':>9} {'ratio wall':>10} {'others CPU s':>12}"
+    ]
+    for name, f in rows.items():
+        lines.append(
+            f"{name:<14} {f['busy_seconds']:>7.1f} {f['cpu_seconds']:>7.1f} {f['wall_seconds']:>7.1f} "
+            f"{f['engine_seconds']:>9.1f} {f['engine_cpu_seconds']:>12.1f} {ratio_text(f['ratio_busy']):>10} "
+            f"{ratio_text(f['ratio_cpu']):>9} {ratio_text(f['ratio_wall']):>10} {f['other_cpu_seconds']:>12.1f}"
+        )
+    return lines
 
 
 def print_alone(alone: dict[str, Any], *, concurrent_chunks: int) -> None:
     """The each-stage-alone table: a stage's busy, CPU and wall seconds in its own window beside its engine."""
-
-    def ratio(value: float | None) -> str:
-        return f"{value:.2f}x" if value is not None else "-"
-
     same = "the same texts" if alone["same_texts_as_concurrent_run"] else "NOT the same texts"
     print(
         f"each stage alone (the corpus uploaded again, reuse off; {alone['chunks']} chunks, {same} as the "
         f"concurrent run's {concurrent_chunks}):"
     )
-    print(
-        f"{'stage alone':<12} {'busy s':>7} {'CPU s':>7} {'wall s':>7} {'engine s':>9} {'engine CPU s':>12} "
-        f"{'ratio busy':>10} {'ratio CPU':>9} {'ratio wall':>10} {'others CPU s':>12}"
-    )
-    for name in ("extraction", "embedding"):
-        f = alone[name]
-        print(
-            f"{name:<12} {f['busy_seconds']:>7.1f} {f['cpu_seconds']:>7.1f} {f['wall_seconds']:>7.1f} "
-            f"{f['engine_seconds']:>9.1f} {f['engine_cpu_seconds']:>12.1f} {ratio(f['ratio_busy']):>10} "
-            f"{ratio(f['ratio_cpu']):>9} {ratio(f['ratio_wall']):>10} {f['other_cpu_seconds']:>12.1f}"
-        )
+    print("\n".join(table_lines({name: alone[name] for name in ("extraction", "embedding")})))
     for name in ("extraction", "embedding"):
         b = alone[name].get("engine_beside_idle_stack")
         if b:
             print(
                 f"{name} alone vs its engine run beside the idle stack (the same background load): engine "
-                f"{b['engine_seconds']:.1f} s / {b['engine_cpu_seconds']:.1f} CPU-s; ratio busy {ratio(b['ratio_busy'])}, "
-                f"CPU {ratio(b['ratio_cpu'])}, wall {ratio(b['ratio_wall'])}"
+                f"{b['engine_seconds']:.1f} s / {b['engine_cpu_seconds']:.1f} CPU-s; ratio busy {ratio_text(b['ratio_busy'])}, "
+                f"CPU {ratio_text(b['ratio_cpu'])}, wall {ratio_text(b['ratio_wall'])}"
             )
     extraction, embedding = alone["extraction"], alone["embedding"]
     sizes = embedding["messages_per_batch"]

@@ -18,7 +18,6 @@ Timings depend on the machine and its load (printed before and after): use the r
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import re
@@ -35,7 +34,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from shared.bench import _outside_checkout
+from shared.bench import _outside_checkout, write_json
 from shared.embedder import (
     BACKENDS,
     Backend,
@@ -277,9 +276,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     report = run(args)
     print_table(report)
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
-        print(f"wrote {args.json}")
+        write_json(args.json, report)
 
 
 if __name__ == "__main__":

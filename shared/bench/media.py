@@ -44,7 +44,6 @@ import argparse
 import asyncio
 import importlib
 import itertools
-import json
 import os
 import shutil
 import tempfile
@@ -56,6 +55,7 @@ from typing import Any
 
 import asyncpg
 
+from shared.bench import write_json
 from shared.bench.corpus import (
     HELD_BACK,
     CpuMark,
@@ -69,7 +69,9 @@ from shared.bench.corpus import (
     own_cpu_seconds,
     process_cpu_seconds,
     publish_corpus,
+    ratio_text,
     stop_service,
+    table_lines,
     wait_stage,
     worker_entries,
 )
@@ -81,11 +83,6 @@ DEFAULT_JSON = Path("var/bench/media.json")
 DEFAULT_AUDIO_SECONDS = 480.0  # espeak-ng speaks faster than the estimate: about 7 minutes
 PHOTO_LANGUAGE = "eng"  # the worker's (shared.media.ocr.ocr_image's default)
 LOG_WAIT_SECONDS = 30.0
-STORED_TEXT: dict[str, str] = {
-    "audio": "SELECT id, transcript_text AS text FROM audio_recordings WHERE id = ANY($1::uuid[])",
-    "photo": "SELECT id, extracted_text AS text FROM photos WHERE id = ANY($1::uuid[])",
-}
-"""The text a stage stored, by upload kind."""
 
 
 @dataclass(frozen=True)
@@ -171,10 +168,15 @@ async def await_log_lines(
         await asyncio.sleep(0.05)
 
 
-def stage_texts(rows: list[asyncpg.Record], events: list[Any]) -> dict[str, str]:
-    """Each source's stored text by its title (the upload's file stem)."""
-    by_id = {r["id"]: r["text"] or "" for r in rows}
-    return {str(e.title): by_id.get(e.source_id, "") for e in events}
+async def stage_texts(pool: asyncpg.Pool, kind: SourceKind, events: list[Any]) -> dict[str, str]:
+    """Each source's stored text (shared.db.sources) by its title (the upload's file stem)."""
+    from shared.db import sources
+
+    texts = {}
+    for event in events:
+        row = await sources.get_source(pool, kind=kind, source_id=event.source_id)
+        texts[str(event.title)] = (row.text if row is not None else None) or ""
+    return texts
 
 
 async def measure_stage(
@@ -200,7 +202,6 @@ async def measure_stage(
     entries = await await_log_lines(logs, since, stage.service, finished_at, LOG_WAIT_SECONDS)
     after = cpu_mark(state, waited_children=True)
     own_after = process_cpu_seconds(state).get(stage.service, 0.0)
-    rows = await pool.fetch(STORED_TEXT[stage.kind], ids)
     line = handling_timeline(entries)
     title_of = {str(e.source_id): str(e.title) for e in events}
     per_source: dict[str, float] = {}
@@ -220,7 +221,7 @@ async def measure_stage(
         "publish_to_first_handling_seconds": round((first_start - published_at).total_seconds(), 2),
         "idle_seconds": line["idle_seconds"],
         "busy_by_source": per_source,
-        "texts": stage_texts(list(rows), events),
+        "texts": await stage_texts(pool, stage.kind, events),
     }
 
 
@@ -336,26 +337,6 @@ def where_engine_reads(
         "engine_seconds": round(engine, 2),
         "ratio": round(engine / stage, 3) if stage else None,
     }
-
-
-def ratio_text(value: float | None) -> str:
-    """A ratio as printed (2 decimals and x), '-' when there is none."""
-    return f"{value:.2f}x" if value is not None else "-"
-
-
-def table_lines(rows: dict[str, dict[str, Any]]) -> list[str]:
-    """The stage-beside-engine table: busy, CPU and wall seconds, the engine's, the ratios, others' CPU."""
-    lines = [
-        f"{'stage':<14} {'busy s':>7} {'CPU s':>7} {'wall s':>7} {'engine s':>9} {'engine CPU s':>12} "
-        f"{'ratio busy':>10} {'ratio CPU':>9} {'ratio wall':>10} {'others CPU s':>12}"
-    ]
-    for name, f in rows.items():
-        lines.append(
-            f"{name:<14} {f['busy_seconds']:>7.1f} {f['cpu_seconds']:>7.1f} {f['wall_seconds']:>7.1f} "
-            f"{f['engine_seconds']:>9.1f} {f['engine_cpu_seconds']:>12.1f} {ratio_text(f['ratio_busy']):>10} "
-            f"{ratio_text(f['ratio_cpu']):>9} {ratio_text(f['ratio_wall']):>10} {f['other_cpu_seconds']:>12.1f}"
-        )
-    return lines
 
 
 def main() -> None:
@@ -491,9 +472,7 @@ def main() -> None:
     print(
         f"the bare engines ran after the stack stopped; processes outside the bench used {bare_others:.1f} CPU-s"
     )
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(report, indent=2, default=str))
-    print(f"wrote {args.json}")
+    write_json(args.json, report)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import statistics
 import tempfile
 import time
@@ -28,6 +27,7 @@ from typing import Any
 import numpy as np
 from qdrant_client import AsyncQdrantClient
 
+from shared.bench import write_json
 from shared.devstack.servers import start_qdrant, stop_process
 from shared.vectors.qdrant import UPSERT_BATCH, QdrantStore
 from shared.vectors.records import VectorRecord
@@ -166,8 +166,7 @@ def main() -> None:
             f"{r['upsert_seconds'] / base['upsert_seconds']:.2f}x, {r['search_p50_ms'] / base['search_p50_ms']:.2f}x"
         )
     if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
-        print(f"wrote {args.json}")
+        write_json(args.json, results)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import shutil
 import tempfile
@@ -24,6 +23,7 @@ from typing import Any
 
 import asyncpg
 
+from shared.bench import write_json
 from shared.bench.corpus import page_count, real_pdf
 from shared.devstack import stack
 
@@ -172,9 +172,7 @@ def main() -> None:
         f"B's vectors: {payload['qdrant_points']} in Qdrant, {payload['chroma_documents']} in Chroma; "
         f"A's ids/owner/class/title in them: {payload['first_uploaders_fields_found'] or 'none'}"
     )
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(report, indent=2, default=str))
-    print(f"wrote {args.json}")
+    write_json(args.json, report)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,12 @@ URL_COLUMN_OF_KIND: Final[dict[str, str]] = {
     "photo": "image_url",
     "textbook": "file_url",
 }
+TEXT_COLUMN_OF_KIND: Final[dict[str, str]] = {
+    "note": "content",
+    "photo": "extracted_text",
+    "audio": "transcript_text",
+}
+"""Where each kind keeps its text (a textbook's is in its chunks only)."""
 STATUS_COLUMN_OF_KIND: Final[dict[str, str | None]] = {
     "audio": "transcript_status",
     "photo": "extraction_status",
@@ -61,9 +67,7 @@ def _row(kind: str, record: asyncpg.Record) -> SourceRow:
 
 async def get_source(conn: Executor, *, kind: str, source_id: uuid.UUID) -> SourceRow | None:
     """The content row of a source, or None."""
-    text_col = {"note": "content", "photo": "extracted_text", "audio": "transcript_text"}.get(
-        kind, "NULL::text"
-    )
+    text_col = TEXT_COLUMN_OF_KIND.get(kind, "NULL::text")
     vector_col = "NULL::varchar" if kind == "textbook" else "vector_id"
     url_col = URL_COLUMN_OF_KIND.get(kind, "NULL::text")
     record = await conn.fetchrow(
@@ -203,7 +207,9 @@ async def set_duration(conn: Executor, *, source_id: uuid.UUID, seconds: float) 
 
 async def save_text(conn: Executor, *, kind: str, source_id: uuid.UUID, text: str) -> None:
     """The extracted text of a recording (transcript_text) or a photo (extracted_text)."""
-    column = {"audio": "transcript_text", "photo": "extracted_text"}[kind]
+    if kind not in ("audio", "photo"):
+        raise ValueError(f"a {kind}'s text is not saved by a stage")
+    column = TEXT_COLUMN_OF_KIND[kind]
     await conn.execute(
         f"UPDATE {_table(kind)} SET {column} = $2, updated_at = NOW() WHERE id = $1",  # noqa: S608
         source_id,

@@ -203,8 +203,10 @@ class Layout:
     line_pitch: float | None
 
 
-def preprocess(image: Image.Image, *, detect_orientation: bool = True) -> Image.Image:
-    """Greyscale, shrink big text, denoise, even out lighting, stretch contrast, straighten, turn upright (OSD)."""
+def preprocess(image: Image.Image) -> Image.Image:
+    """Greyscale, shrink big text, denoise, even out lighting, stretch contrast, straighten. Which way up the page
+    is read is shared.media.ocr.ocr_image's choice (a half turn, then Tesseract's orientation detection, only for
+    an unconvincing reading)."""
     grey = as_rgb_or_l(image).convert("L")
     layout = analyse_layout(grey)
     if layout.inverted:
@@ -217,13 +219,13 @@ def preprocess(image: Image.Image, *, detect_orientation: bool = True) -> Image.
         grey = grey.resize(size, Image.Resampling.LANCZOS)
         pitch = TARGET_LINE_PITCH
     if layout.quarter_turn:
-        grey = grey.transpose(Image.Transpose.ROTATE_90)  # which way round is left to the orientation check
+        grey = grey.transpose(Image.Transpose.ROTATE_90)  # which way round is left to ocr_image
     window = DEFAULT_CLOSING_WINDOW if pitch is None else max(DEFAULT_CLOSING_WINDOW, round(pitch * 0.75))
     denoised = median3(grey)
     contrasted = stretch_contrast(flatten_illumination(denoised, window=window))
     if abs(layout.skew_degrees) >= MIN_SKEW_DEGREES:
         contrasted = rotate_by(contrasted, layout.skew_degrees)
-    return turn_upright(contrasted) if detect_orientation else contrasted
+    return contrasted
 
 
 def flatten_illumination(grey: Image.Image, *, window: int = DEFAULT_CLOSING_WINDOW) -> Image.Image:

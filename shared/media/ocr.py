@@ -56,7 +56,7 @@ def ocr_image(image: Image.Image, *, lang: str = "eng", preprocess: bool = True)
     _check_languages(lang)
     if not preprocess:
         return _recognise(images.as_rgb_or_l(image), lang)  # the modes an uncompressed PNM can hold
-    prepared = images.preprocess(image, detect_orientation=False)
+    prepared = images.preprocess(image)
     result = _recognise(prepared, lang)
     if result.lines and result.mean_confidence >= LOW_CONFIDENCE:
         # Read as an upright page reads (90-96% mean confidence here; a turned one: 30-45%): orientation

@@ -20,11 +20,12 @@ stand-ins of both that ``python -m shared.bench.pdf`` and the tests use):
 - Dot leaders (the rows of dots from a heading to its page number in a contents page or an index) become
   one " ... ": in gnuplot's 311-page manual they are 10.6% of all word pieces (24,558 of 231,812, 532 rows),
   which the embedding model would pay for and which carry no meaning; three dots stay as they are.
-- Fonts parsed once per range: pypdf parses a font's encoding and ToUnicode map again on every page that
-  uses it; a book's pages share a few fonts (31 font dictionaries over the corpus's 437 pages, 1,890
-  parses).  An open ``PdfBook`` parses each font dictionary once, over all the ranges extracted from it:
-  over the bench corpus in 25-page ranges, each range opening the file again, 12-20% less CPU than pypdf's
-  own ``extract_text``, with the same text (tests/unit/test_pdf.py).
+- Fonts parsed once per book: pypdf parses a font's encoding and ToUnicode map again on every page that
+  uses it; a book's pages share a few fonts (31 font dictionaries over the bench corpus's 437 pages, 1,890
+  parses).  An open ``PdfBook`` parses each font dictionary once, over all the ranges extracted from it.
+  Over the bench corpus in 25-page ranges (CPU-s): pypdf's own ``extract_text`` 5.9-6.1; before this, a file
+  opened per range, 7.0-7.1; now with a file opened per range (``extract_pages``) 6.1, and with one open book
+  per file, as the chunking worker keeps it, 5.3-5.5 (7-12% under pypdf), the same text (tests/unit/test_pdf.py).
 - Page ranges: a page is reached by walking down the page tree with the /Count of each node, without reading
   other pages' dictionaries (when a flat /Kids array holds exactly /Count pages) and never their content.
   pypdf's own ``reader.pages[i]`` first builds the whole page list: ~0.1 s per 1,000 pages, in every range.
@@ -104,8 +105,9 @@ _CHAR_MAP_LIMIT = 65_536
 
 class _CharMap(dict[int, str | int | None]):
     """str.translate's table for clean_text, filled per character on first sight: ligatures spelled out,
-    control, format, surrogate, private-use and unassigned characters dropped (\\n and \\t kept).  About 10x
-    faster than asking unicodedata for every character of every page."""
+    control, format, surrogate, private-use and unassigned characters dropped (\\n and \\t kept).  5-6x
+    faster than asking unicodedata for every character of every page (gnuplot's 847,455 characters: 0.02
+    against 0.11 CPU-s)."""
 
     def __missing__(self, code: int) -> str | int | None:
         char = chr(code)
@@ -242,8 +244,8 @@ def extract_pages(
 
 class PdfBook:
     """One open PDF, extracted range after range: the objects pypdf parsed and the fonts stay for the next
-    range (a 25-page range costs ~10% more when the file is opened again for it, measured on the bench
-    corpus).  A range at a time (a lock), any thread."""
+    range (25-page ranges of the bench corpus cost 11-15% more CPU when the file is opened again for each).
+    A range at a time (a lock), any thread."""
 
     def __init__(self, path: Path) -> None:
         self.path = path

@@ -124,13 +124,10 @@ def rekeyed(
     *,
     vector: list[float],
     document: str,
-    visible: bool | None = None,
 ) -> VectorRecord:
     """A donor chunk's content as a chunk of ``target``: its ids, owner, class, title and date are the target's;
     only the fields in CHUNK_FIELDS come from the donor. Visible at once for a first generation, as a computed
     upload's chunks are (``to_record``), hidden for a later one."""
-    if visible is None:
-        visible = target.generation == 0
     chunk = {k: donor_metadata[k] for k in CHUNK_FIELDS if donor_metadata.get(k) is not None}
     chunk_index = int(chunk["chunk_index"])
     metadata: dict[str, Any] = {
@@ -142,7 +139,7 @@ def rekeyed(
         "title": target.title,
         "date": target.created_at.date().isoformat(),
         "generation": target.generation,
-        "visible": visible,
+        "visible": target.generation == 0,
     }
     return VectorRecord(
         point_id=point_id(target.source_id, chunk_index, target.generation),

@@ -224,7 +224,7 @@ def test_chalkboard_is_inverted_but_a_page_on_a_desk_is_not(page: Image.Image) -
 
 def test_big_text_is_shrunk_and_output_is_straight_grey(page: Image.Image) -> None:
     big = page.resize((page.width * 3, page.height * 3))
-    out = preprocess(photos.rotate(big.convert("RGB"), 5.0), detect_orientation=False)
+    out = preprocess(photos.rotate(big.convert("RGB"), 5.0))
     assert out.mode == "L"
     assert max(out.size) < 0.6 * max(big.size)  # 144 px lines brought down to 64 px (then turned back)
     layout = analyse_layout(out)
@@ -233,7 +233,7 @@ def test_big_text_is_shrunk_and_output_is_straight_grey(page: Image.Image) -> No
 
 
 def test_clean_page_is_not_resampled(page: Image.Image) -> None:
-    out = preprocess(page, detect_orientation=False)
+    out = preprocess(page)
     assert out.size == page.size
 
 
@@ -257,7 +257,7 @@ def test_preprocess_never_fails_on_odd_images(width: int, height: int, seed: int
     rng = np.random.default_rng(seed)
     pixels = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
     image = Image.fromarray(pixels, "RGB").convert(mode)
-    out = preprocess(image, detect_orientation=False)
+    out = preprocess(image)
     assert out.mode == "L" and out.width >= 1 and out.height >= 1
 
 

@@ -42,7 +42,7 @@ def donor_records() -> list[VectorRecord]:
     out = []
     for i in range(CHUNKS):
         meta = {**donor_meta, "chunk_index": i, "token_count": 10 + i, "page_start": i + 1, "page_end": i + 1}
-        out.append(rekeyed(DONOR, meta, vector=[float(i)] * 4, document=f"chunk {i}", visible=True))
+        out.append(rekeyed(DONOR, meta, vector=[float(i)] * 4, document=f"chunk {i}"))
     return out
 
 
@@ -168,9 +168,8 @@ async def test_a_full_copy_is_the_targets_own_shown_and_completed() -> None:
     for store in stores:
         mine = store.of(TARGET)
         assert len(mine) == CHUNKS
-        assert store.log == [
-            "copy"
-        ]  # written visible, like a computed upload's chunks: nothing to show after
+        # Written visible, as a computed upload's chunks are: nothing to show after.
+        assert store.log == ["copy"]
         donor = {r.metadata["chunk_index"]: r for r in store.of(DONOR)}
         for r in mine:
             meta = r.metadata
@@ -212,6 +211,7 @@ async def test_a_short_copy_in_either_store_is_removed_whole_and_falls_back(shor
     assert not any(entry[0] == "complete" for entry in ledger.log if isinstance(entry, tuple))
     for store in stores:
         assert store.of(TARGET) == [], "no half copy stays behind"
+        assert "promote" not in store.log, "a first generation is never promoted"
         assert len(store.of(DONOR)) == CHUNKS
 
 
