@@ -14,6 +14,7 @@ from urllib.parse import urlparse
 from pydantic import ValidationError
 
 from shared.devstack.servers import ServerStartError
+from shared.devstack.stack import WorkerStartError
 from shared.errors import PipelineError, TransientError
 from shared.settings import Settings
 
@@ -214,6 +215,8 @@ def _server_start(error: ServerStartError) -> Failure:
     text = str(error)
     log = re.search(r"--- last lines of (.+?) ---", text)
     hint = f"its log: {log.group(1)}" if log else DEBUG_HINT
+    if isinstance(error, WorkerStartError):
+        return Failure(_first_line(error), hint)
     return Failure(f"a server of the stack did not start: {_first_line(error)}", hint)
 
 

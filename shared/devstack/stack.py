@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -18,7 +19,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from shared.devstack import servers
-from shared.devstack.servers import ServerProcess
+from shared.devstack.servers import ServerProcess, ServerStartError
 from shared.events.topics import SERVICES
 from shared.settings import Settings
 
@@ -195,9 +196,39 @@ def _answers_ready(port: int) -> bool:
         return False
 
 
+_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b(: .*)?$")
+
+
+def _cause(lines: list[str]) -> str | None:
+    """The line of a worker's log that says why it stopped: the last exception of a traceback, else the last
+    line that is not the ASGI server's "startup failed" farewell."""
+    for line in reversed(lines):
+        if _EXCEPTION_LINE.match(line.strip()):
+            return line.strip()
+    for line in reversed(lines):
+        if line.strip() and "Application startup failed" not in line:
+            return line.strip()
+    return None
+
+
+class WorkerStartError(ServerStartError):
+    """A worker exited while starting, or was not ready in time. The first line names the worker and the cause
+    (the exception its log ends with); the rest is its log's tail, as for a server."""
+
+    def __init__(self, worker: WorkerProcess, exited: bool, timeout: float) -> None:
+        path = Path(worker.log_path)
+        lines = _read_from(path, worker.log_offset).splitlines()
+        how = "exited while starting" if exited else f"was not ready within {timeout:.0f} s"
+        cause = _cause(lines)
+        head = f"worker {worker.service}-{worker.replica} {how}" + (f": {cause[:300]}" if cause else "")
+        tail = "\n".join(lines[-30:])
+        super().__init__(f"{head}\n--- last lines of {path} ---\n{tail}")
+        self.worker = worker
+
+
 def wait_ready(worker: WorkerProcess, *, timeout: float = 180.0) -> None:
     """Wait until a worker has loaded everything and joined the broker (its log says it started and, with a
-    port, its /ready answers), or raise with its log's tail."""
+    port, its /ready answers), or raise WorkerStartError with its log's tail."""
     path = Path(worker.log_path)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -206,10 +237,9 @@ def wait_ready(worker: WorkerProcess, *, timeout: float = 180.0) -> None:
         if WORKER_READY_LINE in text and (worker.http_port is None or _answers_ready(worker.http_port)):
             return
         if not servers.is_running(worker.pid):
-            break
+            raise WorkerStartError(worker, exited=True, timeout=timeout)
         time.sleep(0.25)
-    tail = "\n".join(path.read_text(errors="replace").splitlines()[-30:]) if path.exists() else ""
-    raise RuntimeError(f"worker {worker.service}-{worker.replica} did not start:\n{tail}")
+    raise WorkerStartError(worker, exited=False, timeout=timeout)
 
 
 def up(

@@ -291,29 +291,43 @@ class QdrantStore:
         """Create the collection and its payload indexes if missing (idempotent); refuse one of another layout."""
         with _transient_when_down():
             if not await self.client.collection_exists(self.collection):
-                await self.client.create_collection(
-                    self.collection,
-                    vectors_config={
-                        DENSE: models.VectorParams(size=self.dimensions, distance=models.Distance.COSINE)
-                    },
-                    sparse_vectors_config=(
-                        {BM25: models.SparseVectorParams(modifier=models.Modifier.IDF)} if self.bm25 else None
-                    ),
-                    optimizers_config=(
-                        None
-                        if self.indexing_threshold_kb is None
-                        else models.OptimizersConfigDiff(indexing_threshold=self.indexing_threshold_kb)
-                    ),
-                    # The server refuses a filter on a field without a payload index instead of scanning.
-                    strict_mode_config=models.StrictModeConfig(
-                        enabled=True, unindexed_filtering_retrieve=False, unindexed_filtering_update=False
-                    ),
-                )
+                await self._create_collection()
             await self.check_layout()
             for field_name, schema in PAYLOAD_INDEXES.items():
                 await self.client.create_payload_index(
                     self.collection, field_name, field_schema=schema, wait=True
                 )
+
+    async def _create_collection(self) -> None:
+        """Create the collection; one created meanwhile by another process (the indexing workers and the
+        search API all ensure it as they start) is not an error: check_layout then judges what it holds."""
+        try:
+            await self.client.create_collection(
+                self.collection,
+                vectors_config={
+                    DENSE: models.VectorParams(size=self.dimensions, distance=models.Distance.COSINE)
+                },
+                sparse_vectors_config=(
+                    {BM25: models.SparseVectorParams(modifier=models.Modifier.IDF)} if self.bm25 else None
+                ),
+                optimizers_config=(
+                    None
+                    if self.indexing_threshold_kb is None
+                    else models.OptimizersConfigDiff(indexing_threshold=self.indexing_threshold_kb)
+                ),
+                # The server refuses a filter on a field without a payload index instead of scanning.
+                strict_mode_config=models.StrictModeConfig(
+                    enabled=True, unindexed_filtering_retrieve=False, unindexed_filtering_update=False
+                ),
+            )
+        except (UnexpectedResponse, grpc.aio.AioRpcError) as error:
+            conflict = (
+                error.status_code == 409
+                if isinstance(error, UnexpectedResponse)
+                else error.code() == grpc.StatusCode.ALREADY_EXISTS
+            )
+            if not (conflict and await self.client.collection_exists(self.collection)):
+                raise
 
     async def check_layout(self) -> bool:
         """Whether the collection exists; raises CollectionLayoutError if it holds other vectors than these."""

@@ -3,6 +3,7 @@ embedding misses; a collection of the old layout is refused, never used; every f
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 
@@ -116,6 +117,34 @@ async def test_a_collection_of_the_old_layout_is_refused_with_how_to_fix_it(
         await QdrantStore(client, collection=name, dimensions=16, bm25=False).ensure_collection()
     await QdrantStore(client, collection=name, dimensions=8, bm25=False).ensure_collection()  # local mode's
     await client.delete_collection(name)
+
+
+async def test_processes_that_start_together_all_ensure_the_collection(
+    client: AsyncQdrantClient, qdrant_server: ServerProcess
+) -> None:
+    # The indexing workers and the search API each ensure the collection as they start: all of them see it
+    # missing and ask to create it, and all but one are told it exists (409 over REST, ALREADY_EXISTS over
+    # gRPC). Seen in CI as an indexing worker that exited on start.
+    name = f"together_{uuid.uuid4().hex[:10]}"
+    assert qdrant_server.grpc_port is not None
+    clients = [AsyncQdrantClient(url=qdrant_server.url) for _ in range(3)]
+    clients += [
+        AsyncQdrantClient(url=qdrant_server.url, grpc_port=qdrant_server.grpc_port, prefer_grpc=True)
+        for _ in range(3)
+    ]
+    try:
+        stores = [QdrantStore(c, collection=name, dimensions=8) for c in clients]
+        await asyncio.gather(*(store.ensure_collection() for store in stores))
+        assert await stores[0].check_layout()
+        # A conflict is forgiven only because the collection is there: any other refusal still fails.
+        with pytest.raises(CollectionLayoutError):
+            await asyncio.gather(
+                *(QdrantStore(c, collection=name, dimensions=16).ensure_collection() for c in clients)
+            )
+    finally:
+        await client.delete_collection(name)
+        for c in clients:
+            await c.close()
 
 
 async def test_the_collection_refuses_a_filter_without_a_payload_index(client: AsyncQdrantClient) -> None:
