@@ -63,7 +63,7 @@ def percentile(values: list[float], q: float) -> float:
 async def run_notes(state: stack.StackState, count: int, warmup: int) -> tuple[list[float], list[uuid.UUID]]:
     """Publish `warmup + count` notes one at a time; each latency in seconds (warm-up ones left out)."""
     from shared.broker import make_broker, publish
-    from shared.db import owners
+    from shared.db import jobs, owners
     from shared.events.models import SourceUploaded
 
     cfg = state.settings()
@@ -72,7 +72,6 @@ async def run_notes(state: stack.StackState, count: int, warmup: int) -> tuple[l
     await owners.ensure_user(pool, user_id=user)
     await owners.ensure_class(pool, class_id=klass, user_id=user)
     conn = await pool.acquire()
-    status = await conn.prepare("SELECT status FROM ingest_jobs WHERE source_id = $1")
     latencies: list[float] = []
     measured: list[uuid.UUID] = []
     broker = make_broker(cfg, service="bench")
@@ -92,7 +91,10 @@ async def run_notes(state: stack.StackState, count: int, warmup: int) -> tuple[l
             started = time.perf_counter()
             await publish(broker, event)
             deadline = started + 60
-            while (row := await status.fetchval(event.source_id)) not in ("completed", "failed"):
+            while (row := await jobs.job_status(conn, source_id=event.source_id)) not in (
+                "completed",
+                "failed",
+            ):
                 if time.perf_counter() > deadline:
                     raise SystemExit(f"note {n} not indexed after 60 s (status {row})")
                 await asyncio.sleep(0.001)
@@ -109,23 +111,23 @@ async def run_notes(state: stack.StackState, count: int, warmup: int) -> tuple[l
 
 async def stage_figures(state: stack.StackState, ids: list[uuid.UUID]) -> dict[str, dict[str, float]]:
     """Per stage: p50 of its own duration and of the gap between the previous stage's end and its start."""
+    from shared.db import jobs
+
     conn = await asyncpg.connect(state.settings().database_dsn())
-    rows = await conn.fetch(
-        "SELECT source_id, stage, started_at, finished_at FROM ingest_stages"
-        " WHERE source_id = ANY($1::uuid[]) AND started_at IS NOT NULL AND finished_at IS NOT NULL"
-        " ORDER BY source_id, started_at",
-        ids,
-    )
+    found = await jobs.list_jobs(conn, source_ids=ids, limit=len(ids))
     await conn.close()
     own: dict[str, list[float]] = defaultdict(list)
     gap: dict[str, list[float]] = defaultdict(list)
-    previous: dict[uuid.UUID, Any] = {}
-    for row in rows:
-        own[row["stage"]].append((row["finished_at"] - row["started_at"]).total_seconds())
-        before = previous.get(row["source_id"])
-        if before is not None:
-            gap[row["stage"]].append((row["started_at"] - before).total_seconds())
-        previous[row["source_id"]] = row["finished_at"]
+    for job in found:
+        timed = sorted(
+            ((s.started_at, s.finished_at, s.stage) for s in job.stages if s.started_at and s.finished_at),
+        )
+        before = None
+        for started_at, finished_at, stage in timed:
+            own[stage].append((finished_at - started_at).total_seconds())
+            if before is not None:
+                gap[stage].append((started_at - before).total_seconds())
+            before = finished_at
     return {
         stage: {
             "own_p50_ms": round(statistics.median(own[stage]) * 1000, 1),

@@ -36,7 +36,7 @@ async def upload_and_wait(
 ) -> dict[str, Any]:
     """One student uploads the book into a new class of theirs; returns the time to searchable and the job."""
     from shared.broker import make_broker, publish
-    from shared.db import owners
+    from shared.db import jobs, owners
     from shared.events.models import SourceUploaded
 
     cfg = state.settings()
@@ -64,25 +64,23 @@ async def upload_and_wait(
         await publish(broker, event)
     deadline = time.monotonic() + wait_seconds
     while True:
-        row = await pool.fetchrow("SELECT * FROM ingest_jobs WHERE source_id = $1", event.source_id)
-        if row is not None and row["status"] in ("completed", "failed"):
+        row = await jobs.get_job(pool, source_id=event.source_id)
+        if row is not None and row.status in ("completed", "failed"):
             break
         if time.monotonic() > deadline:
-            raise SystemExit(
-                f"{title} not searchable after {wait_seconds:.0f} s: {dict(row) if row else None}"
-            )
+            raise SystemExit(f"{title} not searchable after {wait_seconds:.0f} s: {row}")
         await asyncio.sleep(0.05)
     seconds = time.perf_counter() - started
-    if row["status"] != "completed":
-        raise SystemExit(f"{title} failed: {row['error_code']}: {row['error_message']}")
+    if row.status != "completed":
+        raise SystemExit(f"{title} failed: {row.error_code}: {row.error_message}")
     return {
         "source_id": str(event.source_id),
         "user_id": str(user),
         "class_id": str(klass),
         "title": title,
         "seconds": round(seconds, 3),
-        "chunks": int(row["chunk_count"]),
-        "reused": bool(row["reused"]),
+        "chunks": int(row.chunk_count or 0),
+        "reused": row.reused,
     }
 
 

@@ -63,6 +63,8 @@ class JobRow:
     redrives: int = 0
     """How often the reconciler published this source's pending input again."""
     last_redrive_at: datetime | None = None
+    reused: bool = False
+    """Whether the job completed from an identical upload's stored results instead of computing them."""
     stages: tuple[StageRow, ...] = ()
 
 
