@@ -37,6 +37,10 @@ of both on the same input (word error rate of the transcripts, character accurac
 the texts the media were made from), so a faster figure is not bought with a worse result, and per photo its
 handling time beside Tesseract's. Every window prints the CPU seconds processes outside the bench and its stack
 used meanwhile (the machine's other users): a figure measured beside a large one is unfair; run it again.
+All of it runs in rounds (--rounds, default 3): a fresh stack and the stages, then the engines with that stack
+gone, again and again, so that a stage and its engine always run minutes apart at most. A shared machine's speed
+drifts (single rounds of the same code gave OCR 0.83x and 0.92x, transcription 0.87x and 1.05x): the tables show
+each stage's median round by its busy ratio, and every round's ratios are printed beside it.
 Writes JSON (default var/bench/media.json). Asserts nothing.
 """
 
@@ -45,7 +49,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
-import itertools
 import os
 import shutil
 import tempfile
@@ -341,13 +344,70 @@ def where_engine_reads(
     }
 
 
+@dataclass
+class Round:
+    """One round: the stages through a fresh stack, then the bare engines with that stack gone."""
+
+    stages: dict[str, Any]
+    audio_piece_seconds: float
+    whisper: tuple[float, float, str, str]
+    """faster-whisper alone: wall s, CPU s, transcript, engine name."""
+    whisper_others: float
+    ocr: tuple[float, float, dict[str, float], dict[str, str]]
+    """Tesseract alone: wall s, CPU s, seconds per file, text per file."""
+    ocr_others: float
+
+
+def one_round(home: Path, lecture: Medium, photos: list[Medium], timeout: float) -> Round:
+    """Start a stack in `home`, run the stages, stop and purge it, then run the bare engines."""
+    saved = dict(os.environ)
+    # Off in the bench's stack: a rerun's identical files would be copied from an earlier source, not read.
+    os.environ["LMGPA_REUSE_IDENTICAL_UPLOADS"] = "false"
+    try:
+        state = stack.up(home, replicas=1, search_api=False)
+        cfg = state.settings()
+        stages = asyncio.run(run_stages(state, lecture, photos, timeout))
+    finally:
+        stack.down(home, purge=True)
+        os.environ.clear()
+        os.environ.update(saved)
+    # The bare engines only now, with the stack gone: nothing else of this bench runs beside them.
+    engine_cfg = Settings(whisper_engine=cfg.whisper_engine, whisper_model=cfg.whisper_model)
+    marks: list[CpuMark] = [cpu_mark(waited_children=True)]
+    whisper = bare_transcription(engine_cfg, lecture.path)
+    marks.append(cpu_mark(waited_children=True))
+    ocr = bare_ocr(photos)
+    marks.append(cpu_mark(waited_children=True))
+    return Round(
+        stages=stages,
+        audio_piece_seconds=cfg.audio_piece_seconds,
+        whisper=whisper,
+        whisper_others=other_cpu(marks[0], marks[1]),
+        ocr=ocr,
+        ocr_others=other_cpu(marks[1], marks[2]),
+    )
+
+
+def median_round(ratios: list[float | None]) -> int:
+    """The index of the round whose ratio is the median (the lower middle one of an even count)."""
+    order = sorted(range(len(ratios)), key=lambda i: ratios[i] or 0.0)
+    return order[(len(order) - 1) // 2]
+
+
 def main() -> None:
-    """Run the lecture and the photos through the stack, then the bare engines; print and write JSON."""
+    """Run the lecture and the photos through the stack, then the bare engines, round after round; print the
+    median round of each stage and every round's ratios, and write JSON."""
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
         "--audio-seconds", type=float, default=DEFAULT_AUDIO_SECONDS, help="about how long the lecture lasts"
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="rounds of stack-then-engines (a shared machine's speed drifts: one round's ratio can be 10%% off)",
     )
     parser.add_argument("--timeout", type=float, default=1200)
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON)
@@ -360,34 +420,38 @@ def main() -> None:
         photos = make_photo_files(folder)
         seconds, lecture_bytes = audio_seconds(lecture.path), lecture.path.stat().st_size
         sizes = {m.path.stem: (*image_size(m.path), m.path.stat().st_size) for m in photos}
-        home = folder / "stack"
-        saved = dict(os.environ)
-        # Off in the bench's stack: a rerun's identical files would be copied from an earlier source, not read.
-        os.environ["LMGPA_REUSE_IDENTICAL_UPLOADS"] = "false"
-        try:
-            state = stack.up(home, replicas=1, search_api=False)
-            cfg = state.settings()
-            stages = asyncio.run(run_stages(state, lecture, photos, args.timeout))
-        finally:
-            stack.down(home, purge=True)
-            os.environ.clear()
-            os.environ.update(saved)
-        # The bare engines only now, with the stack gone: nothing else of this bench runs beside them.
-        engine_cfg = Settings(whisper_engine=cfg.whisper_engine, whisper_model=cfg.whisper_model)
-        marks: list[CpuMark] = [cpu_mark(waited_children=True)]
-        whisper_wall, whisper_cpu, engine_transcript, whisper_name = bare_transcription(
-            engine_cfg, lecture.path
-        )
-        marks.append(cpu_mark(waited_children=True))
-        ocr_wall, ocr_cpu, ocr_per_file, engine_texts = bare_ocr(photos)
-        marks.append(cpu_mark(waited_children=True))
-    whisper_others = other_cpu(marks[0], marks[1])
-    ocr_others = other_cpu(marks[1], marks[2])
-    bare_others = round(sum(other_cpu(a, b) for a, b in itertools.pairwise(marks)), 2)
+        rounds = [
+            one_round(folder / f"stack{n}", lecture, photos, args.timeout) for n in range(max(1, args.rounds))
+        ]
 
-    transcription, ocr = stages["transcription"], stages["ocr"]
-    stage_transcript = transcription.pop("texts").get(lecture.path.stem, "")
-    ocr_texts = ocr.pop("texts")
+    compared: list[dict[str, dict[str, Any]]] = []
+    for r in rounds:
+        whisper_wall, whisper_cpu, _, _ = r.whisper
+        ocr_wall, ocr_cpu, _, _ = r.ocr
+        compared.append(
+            {
+                "transcription": alone_comparison(
+                    {k: v for k, v in r.stages["transcription"].items() if k != "texts"},
+                    engine_seconds=whisper_wall,
+                    engine_cpu_seconds=whisper_cpu,
+                ),
+                "ocr": alone_comparison(
+                    {k: v for k, v in r.stages["ocr"].items() if k != "texts"},
+                    engine_seconds=ocr_wall,
+                    engine_cpu_seconds=ocr_cpu,
+                ),
+            }
+        )
+    t_at = median_round([c["transcription"]["ratio_busy"] for c in compared])
+    o_at = median_round([c["ocr"]["ratio_busy"] for c in compared])
+    t_round, o_round = rounds[t_at], rounds[o_at]
+    _, _, engine_transcript, whisper_name = t_round.whisper
+    _, _, ocr_per_file, engine_texts = o_round.ocr
+    whisper_others, ocr_others = t_round.whisper_others, o_round.ocr_others
+    bare_others = round(sum(r.whisper_others + r.ocr_others for r in rounds), 2)
+    transcription, ocr = compared[t_at]["transcription"], compared[o_at]["ocr"]
+    stage_transcript = t_round.stages["transcription"]["texts"].get(lecture.path.stem, "")
+    ocr_texts = o_round.stages["ocr"]["texts"]
     report: dict[str, Any] = {
         "inputs": {
             "audio": {
@@ -398,8 +462,10 @@ def main() -> None:
             "photos": {name: {"width": w, "height": h, "bytes": b} for name, (w, h, b) in sizes.items()},
         },
         "reuse_identical_uploads": False,
+        "rounds": compared,
         "transcription": {
-            **alone_comparison(transcription, engine_seconds=whisper_wall, engine_cpu_seconds=whisper_cpu),
+            **transcription,
+            "round": t_at + 1,
             "engine": whisper_name,
             "engine_other_cpu_seconds": whisper_others,
             "pieces": transcription["messages"] - 1,
@@ -408,7 +474,8 @@ def main() -> None:
             "wer_stage_vs_engine": round(wer(engine_transcript, stage_transcript), 4),
         },
         "ocr": {
-            **alone_comparison(ocr, engine_seconds=ocr_wall, engine_cpu_seconds=ocr_cpu),
+            **ocr,
+            "round": o_at + 1,
             "engine": "tesseract (pytesseract.image_to_data, eng, OMP_THREAD_LIMIT=1)",
             "engine_other_cpu_seconds": ocr_others,
             "engine_by_photo": ocr_per_file,
@@ -423,15 +490,28 @@ def main() -> None:
         f"espeak-ng); {len(photos)} photos, {pixels / 1e6:.1f} Mpx in all: "
         + ", ".join(f"{name} {w}x{h} {b / 1e3:.0f} kB" for name, (w, h, b) in sizes.items())
     )
+    print(
+        f"each stage's median round of {len(rounds)} (by its busy ratio): transcription round {t_at + 1}, "
+        f"ocr round {o_at + 1}"
+    )
     for line in table_lines({"transcription": report["transcription"], "ocr": report["ocr"]}):
         print(line)
+    for name in ("transcription", "ocr"):
+        print(
+            f"{name}, every round (busy / CPU / wall): "
+            + "; ".join(
+                f"{ratio_text(c[name]['ratio_busy'])} / {ratio_text(c[name]['ratio_cpu'])} / "
+                f"{ratio_text(c[name]['ratio_wall'])}"
+                for c in compared
+            )
+        )
     t, o = report["transcription"], report["ocr"]
     o["where_engine_reads"] = where_engine_reads(
         o["busy_by_source"], ocr_per_file, o["accuracy"]["per_photo"]
     )
     print(
         f"transcription: {t['messages']} messages (the plan, then {t['pieces']} piece(s) of at most "
-        f"{cfg.audio_piece_seconds:.0f} s); first handling {t['publish_to_first_handling_seconds']:.2f} s after "
+        f"{t_round.audio_piece_seconds:.0f} s); first handling {t['publish_to_first_handling_seconds']:.2f} s after "
         f"publishing; engine {t['engine']} (faster-whisper's decode_audio + transcribe, model load not counted); "
         f"others' CPU beside the engine {whisper_others:.1f} s"
     )
@@ -472,7 +552,8 @@ def main() -> None:
         "when the first reading's confidence is low"
     )
     print(
-        f"the bare engines ran after the stack stopped; processes outside the bench used {bare_others:.1f} CPU-s"
+        f"the bare engines ran after each round's stack stopped; processes outside the bench used {bare_others:.1f} "
+        "CPU-s meanwhile"
     )
     write_json(args.json, report)
 

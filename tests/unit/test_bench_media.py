@@ -16,6 +16,7 @@ from shared.bench.media import (
     accuracy,
     await_log_lines,
     mean,
+    median_round,
     where_engine_reads,
 )
 
@@ -136,3 +137,10 @@ def test_the_ratio_where_tesseract_alone_reads_counts_only_photos_both_read_righ
     result = where_engine_reads(stage, engine, per_photo)
     assert result["photos"] == ["clean", "scan"]
     assert result["stage_seconds"] == 0.7 and result["engine_seconds"] == 0.63 and result["ratio"] == 0.9
+
+
+def test_the_median_round_is_the_middle_ratio_and_the_lower_middle_of_an_even_count() -> None:
+    assert median_round([0.87, 1.05, 0.92]) == 2
+    assert median_round([0.92, 0.83]) == 1
+    assert median_round([0.9, None, 1.0, 0.95]) == 0  # a missing ratio counts as the lowest
+    assert median_round([1.1]) == 0
