@@ -65,6 +65,12 @@ _QUARTER_TURN_MARGIN: Final = 1.3  # columns must beat rows clearly before a pag
 _MIN_PERIODICITY: Final = 0.2
 _STROKE_TEST_WINDOW: Final = 7  # at analysis size: wider than chalk strokes, far narrower than a page
 _MAX_THICK_SHARE: Final = 0.3
+_LINE_ROW_SHARE: Final = 0.03  # rows with less ink than this share of the inkiest row are gaps between lines
+_MIN_LINES_TO_TELL: Final = 3
+_MIN_OUTER_INK: Final = 0.03  # share of the lines' ink above or below their bands (the bench's pages: 10-13%)
+_UPSIDE_DOWN_SHARE: Final = (
+    0.4  # measured: upright pages 0.64-1.00 of their lines' outer ink above the band, turned 0-0.36
+)
 
 # Decoders raise many types for broken data; all of them mean "corrupt file", none is a bug of ours.
 _DECODE_ERRORS: Final = (
@@ -205,8 +211,8 @@ class Layout:
 
 def preprocess(image: Image.Image) -> Image.Image:
     """Greyscale, shrink big text, denoise, even out lighting, stretch contrast, straighten. Which way up the page
-    is read is shared.media.ocr.ocr_image's choice (a half turn, then Tesseract's orientation detection, only for
-    an unconvincing reading)."""
+    is read is shared.media.ocr.ocr_image's choice (first as the lines' ascenders say, then half-turned, then by
+    Tesseract's orientation detection, each only after an unconvincing reading)."""
     grey = as_rgb_or_l(image).convert("L")
     layout = analyse_layout(grey)
     if layout.inverted:
@@ -411,6 +417,35 @@ def _line_pitch(profile: Array, scale: float) -> float | None:
     # The first clear peak: later ones are multiples of the pitch and can be as tall.
     lag = start + next(index for index in peaks if window[index] >= 0.7 * tallest)
     return lag / scale
+
+
+def looks_upside_down(grey: Image.Image) -> bool:
+    """Whether a straightened page's lines look upside down. Latin text has far more ascenders (b d f h k l t,
+    capitals, digits) than descenders (g j p q y), so more of a line's ink stands above the band of its small
+    letters than hangs below it; turned half round, the reverse. The bench's photos: upright 0.64-1.00 of that
+    ink above, the upside-down one 0.04. Only an order of reading hangs on it: ocr_image reads the other way round
+    too when the first reading is unconvincing, so a wrong guess costs a reading, never the text."""
+    ink = _otsu_ink(grey.convert("L"))
+    profile = ink.sum(axis=1).astype(np.float64)
+    if not profile.any():
+        return False
+    rows = profile > _LINE_ROW_SHARE * profile.max()
+    edges = np.flatnonzero(np.diff(np.concatenate(([0], rows.astype(np.int8), [0]))))
+    above = below = inside = 0.0
+    lines = 0
+    for top, bottom in zip(edges[::2], edges[1::2], strict=True):
+        line = profile[top:bottom]
+        if len(line) < 4:
+            continue
+        band = np.flatnonzero(line >= 0.5 * line.max())  # the small letters' rows
+        above += float(line[: band[0]].sum())
+        below += float(line[band[-1] + 1 :].sum())
+        inside += float(line[band[0] : band[-1] + 1].sum())
+        lines += 1
+    # Too few lines, or too little ink outside the bands (capitals only, a drawing): nothing to tell by.
+    if lines < _MIN_LINES_TO_TELL or above + below < _MIN_OUTER_INK * (above + below + inside):
+        return False
+    return above / (above + below) < _UPSIDE_DOWN_SHARE
 
 
 def rotate_by(grey: Image.Image, degrees: float) -> Image.Image:

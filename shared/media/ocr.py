@@ -57,15 +57,20 @@ def ocr_image(image: Image.Image, *, lang: str = "eng", preprocess: bool = True)
     if not preprocess:
         return _recognise(images.as_rgb_or_l(image), lang)  # the modes an uncompressed PNM can hold
     prepared = images.preprocess(image)
+    if images.looks_upside_down(prepared):
+        # Read first the way the lines' ascenders say is up: an upside-down photo read once, not twice (the
+        # half-turned reading below brings a wrong guess back).
+        prepared = prepared.rotate(180, expand=True)
     result = _recognise(prepared, lang)
     if result.lines and result.mean_confidence >= LOW_CONFIDENCE:
         # Read as an upright page reads (90-96% mean confidence here; a turned one: 30-45%): orientation
         # detection, a Tesseract run that costs more than the reading itself, has nothing to correct.
         return result
     if result.lines:
-        # An unconvincing reading is most often an upside-down page (the layout analysis turns a sideways page
-        # a quarter, but cannot tell which way round): the half turn is read before orientation detection,
-        # which costs more than a reading (upside-down bench photo: 1.42 s with detection first).
+        # An unconvincing reading is most often a page the wrong way up (the layout analysis turns a sideways
+        # page a quarter, but cannot tell which way round, and the ascender test can be fooled): the half turn
+        # is read before orientation detection, which costs more than a reading (upside-down bench photo:
+        # 1.42 s with detection first).
         turned = _recognise(prepared.rotate(180, expand=True), lang)
         if turned.lines and turned.mean_confidence >= LOW_CONFIDENCE:
             return turned

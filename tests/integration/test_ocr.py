@@ -31,6 +31,7 @@ from PIL import Image
 
 from shared.errors import PermanentError
 from shared.media import images
+from shared.media import ocr as ocr_module
 from shared.media.images import load_image
 from shared.media.ocr import LOW_CONFIDENCE, OcrResult, character_accuracy, ocr_image
 from tests.media import DATA, photos
@@ -193,6 +194,7 @@ def test_a_sideways_page_the_layout_missed_is_read_either_way_round_without_orie
 
 
 def test_half_turn_is_retried_when_orientation_detection_misses(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(images, "looks_upside_down", lambda grey: False)  # as if the ascenders misled
     monkeypatch.setattr(images, "turn_upright", lambda grey: grey)  # as if OSD were unsure
     photo = photos.note_photo("upside_down")
     result = ocr_image(photo.image)
@@ -200,22 +202,42 @@ def test_half_turn_is_retried_when_orientation_detection_misses(monkeypatch: pyt
     assert result.mean_confidence > LOW_CONFIDENCE
 
 
-@pytest.mark.parametrize(("name", "detections"), [("clean", 0), ("phone", 0), ("upside_down", 0)])
+@pytest.mark.parametrize(
+    ("name", "guess", "readings"),
+    [
+        ("clean", None, 1),
+        ("phone", None, 1),
+        ("upside_down", None, 1),
+        ("clean", True, 2),
+        ("upside_down", False, 2),
+    ],
+)
 def test_orientation_is_detected_only_when_the_first_reading_is_unconvincing(
-    monkeypatch: pytest.MonkeyPatch, name: str, detections: int
+    monkeypatch: pytest.MonkeyPatch, name: str, guess: bool | None, readings: int
 ) -> None:
     calls: list[Image.Image] = []
     real = images.turn_upright
+    read: list[Image.Image] = []
+    real_read = ocr_module._recognise
 
     def counted(grey: Image.Image) -> Image.Image:
         calls.append(grey)
         return real(grey)
 
+    def counted_read(image: Image.Image, lang: str) -> Any:
+        read.append(image)
+        return real_read(image, lang)
+
     monkeypatch.setattr(images, "turn_upright", counted)
+    monkeypatch.setattr(ocr_module, "_recognise", counted_read)
+    if guess is not None:  # the ascender test wrong: a reading more, the same text
+        monkeypatch.setattr(images, "looks_upside_down", lambda grey: guess)
     photo = photos.note_photo(name)
     result = ocr_image(photo.image)
-    # OSD costs more than a reading: an upright page is read once, an upside-down one read again half-turned.
-    assert len(calls) == detections
+    # OSD costs more than a reading: never run here. An upside-down page is turned by its ascenders before the
+    # first reading; a wrong guess is read again half-turned.
+    assert len(calls) == 0
+    assert len(read) == readings
     assert character_accuracy(photo.text, result.text) >= PREPROCESSED_MIN[name]
     assert result.mean_confidence > LOW_CONFIDENCE
 

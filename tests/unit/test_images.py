@@ -342,3 +342,21 @@ def test_generators_are_deterministic() -> None:
     buffer = io.BytesIO()
     first.image.save(buffer, "PNG")
     assert buffer.tell() > 10_000
+
+
+def test_upside_down_lines_are_told_by_their_ascenders(note: Image.Image) -> None:
+    page = preprocess(note)
+    assert not images.looks_upside_down(page)
+    assert images.looks_upside_down(page.rotate(180, expand=True))
+    real = preprocess(load_image(DATA / "images" / "tesseract_phototest.tif"))
+    assert not images.looks_upside_down(real)
+    assert images.looks_upside_down(real.rotate(180, expand=True))
+
+
+def test_a_page_without_lines_to_tell_by_is_taken_as_it_is() -> None:
+    assert not images.looks_upside_down(Image.new("L", (400, 300), 255))  # blank
+    bars = Image.new("L", (400, 300), 255)
+    for top in range(20, 280, 40):  # ink with nothing above or below its bands: bars, capitals, a table
+        bars.paste(0, (20, top, 380, top + 16))
+    assert not images.looks_upside_down(bars)
+    assert not images.looks_upside_down(bars.rotate(180))
