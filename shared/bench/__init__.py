@@ -9,7 +9,14 @@ An installed package alone does not have them: a clear error says so.
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from shared.devstack.stack import StackState
 
 
 def _outside_checkout(exc: ModuleNotFoundError) -> BaseException:
@@ -56,3 +63,24 @@ def write_json(path: Path, report: object) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
     print(f"wrote {path}")
+
+
+NO_REUSE: Mapping[str, str] = {"LMGPA_REUSE_IDENTICAL_UPLOADS": "false"}
+"""For a bench that uploads the same files again and must compute them again, not copy an earlier result."""
+
+
+@contextmanager
+def own_stack(home: Path, *, env: Mapping[str, str] | None = None, **options: Any) -> Iterator[StackState]:
+    """An embedded stack of the bench's own in `home` (`stack.up`'s options), stopped and purged on leaving,
+    whatever happened. `env` is set in this process while the stack lives (its workers start with this
+    process's environment: LMGPA_REUSE_IDENTICAL_UPLOADS=false, say), and the environment restored after."""
+    from shared.devstack import stack
+
+    saved = dict(os.environ)
+    os.environ.update(env or {})
+    try:
+        yield stack.up(home, **options)
+    finally:
+        stack.down(home, purge=True)
+        os.environ.clear()
+        os.environ.update(saved)

@@ -46,7 +46,6 @@ import argparse
 import asyncio
 import itertools
 import json
-import os
 import shutil
 import statistics
 import subprocess
@@ -63,7 +62,7 @@ from typing import Any
 import asyncpg
 from qdrant_client import AsyncQdrantClient
 
-from shared.bench import write_json
+from shared.bench import NO_REUSE, own_stack, write_json
 from shared.db import jobs
 from shared.devstack import stack
 from shared.events.models import SourceKind, SourceUploaded
@@ -609,14 +608,11 @@ def main() -> None:
         corpus = ([] if args.no_real else [real_pdf(Path("var/bench"))]) + generated_pdfs(folder) + args.pdfs
         pages = {p.name: page_count(p) for p in corpus}
         home = folder / "stack"
-        saved = dict(os.environ)
-        # Off in the bench's stack: the second phase uploads the same files again, and reuse would copy their
-        # results instead of computing them (the first phase's files all differ, so it never reuses anyway).
-        os.environ["LMGPA_REUSE_IDENTICAL_UPLOADS"] = "false"
         alone: dict[str, Any] | None = None
         beside: dict[str, tuple[float, float]] = {}
-        try:
-            state = stack.up(home, replicas=args.replicas, search_api=False)
+        # Reuse off in the bench's stack: the second phase uploads the same files again, and reuse would copy
+        # their results instead of computing them (the first phase's files all differ, so it never reuses anyway).
+        with own_stack(home, env=NO_REUSE, replicas=args.replicas, search_api=False) as state:
             mark_before = cpu_mark(state)
             wall, per_source, texts = asyncio.run(run_pipeline(state, corpus, args.timeout))
             mark_after = cpu_mark(state)
@@ -631,10 +627,6 @@ def main() -> None:
                     "extraction": bare_extraction(corpus),
                     "embedding": bare_embedding(cfg, alone["texts"])[:2],
                 }
-        finally:
-            stack.down(home, purge=True)
-            os.environ.clear()
-            os.environ.update(saved)
         # The bare engines only now, with the stack gone: nothing else of this bench runs beside them.
         before, after = mark_before.processes, mark_after.processes
         cpu_used = {name: round(after[name] - before.get(name, 0.0), 2) for name in sorted(after)}

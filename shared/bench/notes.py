@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import os
 import statistics
 import tempfile
 import time
@@ -28,6 +26,8 @@ from typing import Any
 
 import asyncpg
 
+from shared.bench import own_stack, write_json
+from shared.db import jobs
 from shared.devstack import stack
 
 DEFAULT_JSON = Path("var/bench/notes.json")
@@ -63,7 +63,7 @@ def percentile(values: list[float], q: float) -> float:
 async def run_notes(state: stack.StackState, count: int, warmup: int) -> tuple[list[float], list[uuid.UUID]]:
     """Publish `warmup + count` notes one at a time; each latency in seconds (warm-up ones left out)."""
     from shared.broker import make_broker, publish
-    from shared.db import jobs, owners
+    from shared.db import owners
     from shared.events.models import SourceUploaded
 
     cfg = state.settings()
@@ -111,8 +111,6 @@ async def run_notes(state: stack.StackState, count: int, warmup: int) -> tuple[l
 
 async def stage_figures(state: stack.StackState, ids: list[uuid.UUID]) -> dict[str, dict[str, float]]:
     """Per stage: p50 of its own duration and of the gap between the previous stage's end and its start."""
-    from shared.db import jobs
-
     conn = await asyncpg.connect(state.settings().database_dsn())
     found = await jobs.list_jobs(conn, source_ids=ids, limit=len(ids))
     await conn.close()
@@ -148,15 +146,9 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="lmgpa-bench-notes-") as tmp:
         home = Path(tmp) / "stack"
-        saved = dict(os.environ)
-        try:
-            state = stack.up(home, search_api=False)
+        with own_stack(home, search_api=False) as state:
             latencies, ids = asyncio.run(run_notes(state, args.notes, args.warmup))
             stages = asyncio.run(stage_figures(state, ids))
-        finally:
-            stack.down(home, purge=True)
-            os.environ.clear()
-            os.environ.update(saved)
     result: dict[str, Any] = {
         "notes": len(latencies),
         "p50_seconds": round(percentile(latencies, 50), 4),
@@ -166,8 +158,6 @@ def main() -> None:
         "mean_seconds": round(statistics.fmean(latencies), 4),
         "stages": stages,
     }
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     print(f"{len(latencies)} notes published one at a time, upload to indexed (status completed):")
     print(
         f"  p50 {result['p50_seconds'] * 1000:.0f} ms   p90 {result['p90_seconds'] * 1000:.0f} ms   "
@@ -176,7 +166,7 @@ def main() -> None:
     print(f"{'stage':<14} {'own p50 ms':>10} {'gap before p50 ms':>18}")
     for stage, figures in stages.items():
         print(f"{stage:<14} {figures['own_p50_ms']:>10.1f} {figures['gap_before_p50_ms']:>18.1f}")
-    print(f"JSON: {args.json}")
+    write_json(args.json, result)
 
 
 if __name__ == "__main__":

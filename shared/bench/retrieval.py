@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import os
 import random
 import re
 import statistics
@@ -34,8 +32,8 @@ from typing import Any
 
 from qdrant_client import AsyncQdrantClient, models
 
+from shared.bench import own_stack, write_json
 from shared.bench.corpus import real_pdf, run_pipeline
-from shared.devstack import stack
 from shared.settings import Settings
 from shared.vectors.qdrant import DBSF, RRF, QdrantStore
 from shared.vectors.records import SearchMode
@@ -251,9 +249,7 @@ def main() -> None:
         books = [generated] + ([] if args.no_real else [real_pdf(Path("var/bench"))])
         texts = {path.stem: page_texts(path) for path in books}
         home = folder / "stack"
-        saved = dict(os.environ)
-        try:
-            state = stack.up(home, search_api=False)
+        with own_stack(home, search_api=False) as state:
             wall, per_source, _ = asyncio.run(run_pipeline(state, books, args.timeout))
             cfg = state.settings()
             chunks, user_id, class_id = asyncio.run(stored_chunks(cfg))
@@ -262,10 +258,6 @@ def main() -> None:
                 queries += span_queries(title, chunks[title], rng, args.spans)
                 queries += rare_word_queries(title, pages, chunks[title])
             outcomes, latency = asyncio.run(evaluate(cfg, queries, user_id, class_id))
-        finally:
-            stack.down(home, purge=True)
-            os.environ.clear()
-            os.environ.update(saved)
     report = table(queries, outcomes)
     cells = [(b, k) for b in report if b != "all" for k in report[b]]
     mean_at_1 = {
@@ -289,22 +281,18 @@ def main() -> None:
         kind: [{"book": q.book, "query": q.text} for q in queries if q.kind == kind][:5]
         for kind in ("span", "rare")
     }
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(
-        json.dumps(
-            {
-                "books": {t: {"pages": len(p), "chunks": per_source[t]["chunks"]} for t, p in texts.items()},
-                "ingest_seconds": round(wall, 1),
-                "recall": report,
-                "search_p50_ms": latency,
-                "mean_recall_at_1": mean_at_1,
-                "best": best,
-                "examples": examples,
-            },
-            indent=2,
-        )
+    write_json(
+        args.json,
+        {
+            "books": {t: {"pages": len(p), "chunks": per_source[t]["chunks"]} for t, p in texts.items()},
+            "ingest_seconds": round(wall, 1),
+            "recall": report,
+            "search_p50_ms": latency,
+            "mean_recall_at_1": mean_at_1,
+            "best": best,
+            "examples": examples,
+        },
     )
-    print(f"wrote {args.json}")
 
 
 if __name__ == "__main__":

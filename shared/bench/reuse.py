@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import shutil
 import tempfile
 import time
@@ -23,7 +22,7 @@ from typing import Any
 
 import asyncpg
 
-from shared.bench import write_json
+from shared.bench import own_stack, write_json
 from shared.bench.corpus import page_count, real_pdf
 from shared.devstack import stack
 
@@ -140,14 +139,8 @@ def main() -> None:
     pages = page_count(book)
     with tempfile.TemporaryDirectory(prefix="lmgpa-bench-reuse-") as tmp:
         home = Path(tmp) / "stack"
-        saved = dict(os.environ)
-        try:
-            state = stack.up(home, replicas=1, search_api=False)
+        with own_stack(home, replicas=1, search_api=False) as state:
             result = asyncio.run(run(state, book, args.timeout))
-        finally:
-            stack.down(home, purge=True)
-            os.environ.clear()
-            os.environ.update(saved)
     first, second = result["first"], result["second"]
     ratio = second["seconds"] / first["seconds"]
     report = {

@@ -9,13 +9,12 @@ the figures the memory requests in deploy/k8s/workers.yaml come from. Writes JSO
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from shared.devstack import stack
+from shared.bench import own_stack, write_json
 
 MIB = 1024 * 1024
 
@@ -34,8 +33,7 @@ def measure(idle_seconds: float) -> list[dict[str, Any]]:
     """Start the stack, idle, and read every worker's memory; the stack is stopped whatever happens."""
     with tempfile.TemporaryDirectory(prefix="lmgpa-rss-") as folder:
         home = Path(folder) / ".lmgpa"
-        try:
-            state = stack.up(home, replicas=1, search_api=True, reconciler=True)
+        with own_stack(home, replicas=1, search_api=True, reconciler=True) as state:
             time.sleep(idle_seconds)
             rows = []
             for worker in state.workers:
@@ -48,8 +46,6 @@ def measure(idle_seconds: float) -> list[dict[str, Any]]:
                     }
                 )
             return rows
-        finally:
-            stack.down(home, purge=True)
 
 
 def main() -> None:
@@ -65,8 +61,7 @@ def main() -> None:
     for row in rows:
         print(f"{row['service']:<15} {row['rss_mib']:>9.1f} {row['peak_rss_mib']:>9.1f}")
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"idle_seconds": args.idle, "workers": rows}, indent=2))
+        write_json(args.json, {"idle_seconds": args.idle, "workers": rows})
 
 
 if __name__ == "__main__":

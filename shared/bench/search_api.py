@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import statistics
 import subprocess
@@ -27,7 +26,7 @@ import httpx
 import numpy as np
 from qdrant_client import AsyncQdrantClient
 
-from shared.devstack import stack
+from shared.bench import own_stack, write_json
 from shared.settings import Settings
 from shared.vectors.qdrant import QdrantStore
 from shared.vectors.records import VectorRecord
@@ -154,8 +153,7 @@ def main() -> None:
         os.environ["LMGPA_SEARCH_MODE"] = args.mode  # the stack's processes inherit it
     with tempfile.TemporaryDirectory(prefix="lmgpa-bench-search-") as tmp:
         home = Path(tmp) / "stack"
-        state = stack.up(home, services=())
-        try:
+        with own_stack(home, services=()) as state:
             cfg = state.settings()
             user, klass = uuid.uuid4(), uuid.uuid4()
             asyncio.run(seed(cfg, user, klass, args.chunks))
@@ -166,8 +164,6 @@ def main() -> None:
                 asyncio.run(level(cfg.search_url, body, c, args.requests, args.seconds)) for c in (1, 8, 32)
             ]
             cold = [cold_cli_search(home, user, klass) for _ in range(3)]
-        finally:
-            stack.down(home, purge=True)
     print(
         f"search API: a class of {args.chunks} chunks (+{args.chunks // 9 * 9} of other students), limit 5, loopback, "
         f"mode {os.environ.get('LMGPA_SEARCH_MODE', 'default (sparse)')}"
@@ -181,10 +177,7 @@ def main() -> None:
         f"cold `lmgpa search` through the API: {', '.join(f'{t:.2f} s' for t, _ in cold)} wall ({cold[0][1]!r})"
     )
     if args.json:
-        args.json.write_text(
-            json.dumps({"levels": results, "cold_cli_seconds": [t for t, _ in cold]}, indent=2)
-        )
-        print(f"wrote {args.json}")
+        write_json(args.json, {"levels": results, "cold_cli_seconds": [t for t, _ in cold]})
 
 
 if __name__ == "__main__":

@@ -68,9 +68,8 @@ _MAX_THICK_SHARE: Final = 0.3
 _LINE_ROW_SHARE: Final = 0.03  # rows with less ink than this share of the inkiest row are gaps between lines
 _MIN_LINES_TO_TELL: Final = 3
 _MIN_OUTER_INK: Final = 0.03  # share of the lines' ink above or below their bands (the bench's pages: 10-13%)
-_UPSIDE_DOWN_SHARE: Final = (
-    0.4  # measured: upright pages 0.64-1.00 of their lines' outer ink above the band, turned 0-0.36
-)
+# Of a page's ink above or below its lines' bands, the share above: upright pages measured 0.64-1.00, turned 0-0.36.
+_UPSIDE_DOWN_SHARE: Final = 0.4
 
 # Decoders raise many types for broken data; all of them mean "corrupt file", none is a bug of ours.
 _DECODE_ERRORS: Final = (
