@@ -14,7 +14,7 @@ from shared.events import topics
 from shared.events.models import ChunksEmbedded, ContentReuseQueued, SourceDeleted
 from shared.service import Runtime
 from shared.tracking import PostgresTracker
-from shared.vectors.chroma import ChromaStore, make_chroma_client
+from shared.vectors.chroma import ChromaStore
 from shared.vectors.qdrant import QdrantStore, make_qdrant_client
 
 runtime = Runtime(SERVICE)
@@ -38,7 +38,7 @@ async def lifespan() -> AsyncIterator[None]:
     qdrant_client = make_qdrant_client(settings)
     stores.qdrant = QdrantStore.from_settings(qdrant_client, settings)
     await stores.qdrant.ensure_collection()
-    stores.chroma = ChromaStore(await make_chroma_client(settings))
+    stores.chroma = await ChromaStore.connect(settings)
     try:
         async with runtime.started():
             yield

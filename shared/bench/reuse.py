@@ -89,7 +89,7 @@ async def own_payload(
     """How many of the second source's points are in each store, and whether any carries the first's fields."""
     from qdrant_client import AsyncQdrantClient
 
-    from shared.vectors.chroma import ChromaStore, make_chroma_client
+    from shared.vectors.chroma import ChromaStore
     from shared.vectors.qdrant import QdrantStore
     from shared.vectors.records import chroma_collection_name
 
@@ -100,7 +100,7 @@ async def own_payload(
         points = await qdrant.points_of_source(user_id=second["user_id"], source_id=second["source_id"])
     finally:
         await client.close()
-    chroma = ChromaStore(await make_chroma_client(cfg))
+    chroma = await ChromaStore.connect(cfg)
     docs = await chroma.documents_of_source(
         collection=chroma_collection_name(second["user_id"], second["class_id"], "textbooks"),
         source_id=second["source_id"],

@@ -411,10 +411,10 @@ async def search_chunks(
     content_types = [content_type] if content_type else list(CONTENT_TYPE_OF_KIND.values())
     shared: list[SharedSource] = []
     if store == "chroma":
-        from shared.vectors.chroma import ChromaStore, make_chroma_client
+        from shared.vectors.chroma import ChromaStore
 
         assert vector is not None
-        chroma = ChromaStore(await make_chroma_client(settings))
+        chroma = await ChromaStore.connect(settings)
         hits = await chroma.search(
             vector, user_id=user_id, class_id=class_id, content_types=content_types, limit=limit
         )

@@ -35,7 +35,7 @@ from shared.mcp.tools import (
     ToolRefused,
 )
 from shared.settings import Settings
-from shared.vectors.chroma import ChromaStore, make_chroma_client
+from shared.vectors.chroma import ChromaStore
 from shared.vectors.qdrant import QdrantStore, make_qdrant_client
 from shared.vectors.records import SearchMode
 
@@ -219,7 +219,7 @@ async def serve_stdio(settings: Settings, *, user_id: uuid.UUID) -> None:
     """Serve the tools for one user on stdin/stdout, over the configured Chroma server and the pipeline's
     embedding model, until the client goes away (logs go to stderr: stdout is the protocol)."""
     configure_logging(service="mcp", fmt=settings.log_format, level=settings.log_level)
-    store = ChromaStore(await make_chroma_client(settings))
+    store = await ChromaStore.connect(settings)
     embedder = LazyQueryEmbedder(settings)
     tools = ChromaTools(store, embedder, user_id=user_id)
     # min_size 0: no connection until a diagnosis asks, so the server starts (and the Chroma tools work) at once.

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlparse
 
 import chromadb
@@ -36,6 +37,10 @@ COLLECTION_CONFIGURATION: CreateCollectionConfiguration = {"hnsw": {"space": "co
 UPSERT_BATCH = 256
 SCAN_PAGE = 2000
 """Vectors read per request when a search ranks a collection exactly."""
+DEFAULT_TIMEOUT = 30.0
+"""Seconds one request may take (Settings.store_timeout_seconds)."""
+
+T = TypeVar("T")
 
 
 @contextmanager
@@ -55,26 +60,51 @@ async def make_chroma_client(settings: Settings) -> AsyncClientAPI:
     """An async client for the configured Chroma server (telemetry off)."""
     url = urlparse(settings.chroma_url)
     headers = {"x-chroma-token": settings.chroma_token.get_secret_value()} if settings.chroma_token else None
-    return await chromadb.AsyncHttpClient(
-        host=url.hostname or "127.0.0.1",
-        port=url.port or (443 if url.scheme == "https" else 8000),
-        ssl=url.scheme == "https",
-        headers=headers,
-        settings=ChromaSettings(anonymized_telemetry=False),
-    )
+    with _transient_when_down():
+        return await _answer(
+            chromadb.AsyncHttpClient(
+                host=url.hostname or "127.0.0.1",
+                port=url.port or (443 if url.scheme == "https" else 8000),
+                ssl=url.scheme == "https",
+                headers=headers,
+                settings=ChromaSettings(anonymized_telemetry=False),
+            ),
+            settings.store_timeout_seconds,
+        )
+
+
+async def _answer(request: Awaitable[T], seconds: float) -> T:
+    """One request to Chroma, bounded. Chroma's Python client sends every request with no timeout at all
+    (``httpx.AsyncClient(timeout=None)`` in chromadb 1.5, with no setting to change it), so a server that
+    accepts the connection and then goes quiet would hold a worker forever; past the bound it is transient."""
+    try:
+        async with asyncio.timeout(seconds):
+            return await request
+    except TimeoutError as error:
+        raise TransientError("chroma_unavailable", f"Chroma did not answer within {seconds:g} s") from error
 
 
 class ChromaStore:
     """Writes and reads chunks; always passes vectors, so Chroma never reaches for its own model."""
 
-    def __init__(self, client: AsyncClientAPI) -> None:
+    def __init__(self, client: AsyncClientAPI, *, timeout: float = DEFAULT_TIMEOUT) -> None:
         self.client = client
+        self.timeout = timeout
+        """Seconds each request may take (see `_answer`)."""
+
+    @classmethod
+    async def connect(cls, settings: Settings) -> ChromaStore:
+        """A store on the configured server, each request bounded by ``store_timeout_seconds``."""
+        return cls(await make_chroma_client(settings), timeout=settings.store_timeout_seconds)
+
+    async def _ask(self, request: Awaitable[T]) -> T:
+        return await _answer(request, self.timeout)
 
     async def _collection(self, name: str) -> Any:
-        return await self.client.get_or_create_collection(
-            name,
-            configuration=COLLECTION_CONFIGURATION,
-            embedding_function=None,
+        return await self._ask(
+            self.client.get_or_create_collection(
+                name, configuration=COLLECTION_CONFIGURATION, embedding_function=None
+            )
         )
 
     async def upsert(self, records: Sequence[VectorRecord]) -> None:
@@ -87,11 +117,13 @@ class ChromaStore:
                 collection = await self._collection(name)
                 for start in range(0, len(items), UPSERT_BATCH):
                     batch = items[start : start + UPSERT_BATCH]
-                    await collection.upsert(
-                        ids=[r.document_id for r in batch],
-                        embeddings=[r.vector for r in batch],
-                        documents=[r.document for r in batch],
-                        metadatas=[r.metadata for r in batch],
+                    await self._ask(
+                        collection.upsert(
+                            ids=[r.document_id for r in batch],
+                            embeddings=[r.vector for r in batch],
+                            documents=[r.document for r in batch],
+                            metadatas=[r.metadata for r in batch],
+                        )
                     )
 
     async def search(
@@ -112,17 +144,19 @@ class ChromaStore:
         only the best ``limit`` documents are then fetched."""
         query = np.asarray(vector, dtype=np.float32)
         query /= float(np.linalg.norm(query)) or 1.0
-        existing = {c.name for c in await self.client.list_collections()}
+        existing = {c.name for c in await self._ask(self.client.list_collections())}
         scored: list[tuple[float, str, Any]] = []  # (score, id, collection)
         for content_type in content_types:
             name = chroma_collection_name(user_id, class_id, content_type)
             if name not in existing:
                 continue
-            collection = await self.client.get_collection(name, embedding_function=None)
+            collection = await self._ask(self.client.get_collection(name, embedding_function=None))
             offset = 0
             while True:
-                page = await collection.get(
-                    where=visible_to(user_id), include=["embeddings"], limit=SCAN_PAGE, offset=offset
+                page = await self._ask(
+                    collection.get(
+                        where=visible_to(user_id), include=["embeddings"], limit=SCAN_PAGE, offset=offset
+                    )
                 )
                 ids = page["ids"]
                 if not ids:
@@ -141,7 +175,7 @@ class ChromaStore:
         hits: list[SearchHit] = []
         for collection in {id(c): c for _, _, c in chosen}.values():
             wanted = {doc_id: score for score, doc_id, c in chosen if c is collection}
-            found = await collection.get(ids=list(wanted), include=["documents", "metadatas"])
+            found = await self._ask(collection.get(ids=list(wanted), include=["documents", "metadatas"]))
             for doc_id, text, meta in zip(
                 found["ids"], found["documents"] or [], found["metadatas"] or [], strict=True
             ):
@@ -161,17 +195,17 @@ class ChromaStore:
         prefix = f"{user_id}_" if class_id is None else f"{user_id}_{class_id}_"
         removed = 0
         with _transient_when_down():
-            for info in await self.client.list_collections():
+            for info in await self._ask(self.client.list_collections()):
                 if not info.name.startswith(prefix):
                     continue
-                collection = await self.client.get_collection(info.name)
+                collection = await self._ask(self.client.get_collection(info.name))
                 if source_id is None:
-                    removed += await collection.count()
-                    await self.client.delete_collection(info.name)
+                    removed += await self._ask(collection.count())
+                    await self._ask(self.client.delete_collection(info.name))
                     continue
-                found = await collection.get(where={"source_id": str(source_id)}, include=[])
+                found = await self._ask(collection.get(where={"source_id": str(source_id)}, include=[]))
                 if found["ids"]:
-                    await collection.delete(ids=found["ids"])
+                    await self._ask(collection.delete(ids=found["ids"]))
                     removed += len(found["ids"])
         return removed
 
@@ -184,9 +218,11 @@ class ChromaStore:
             collection = await self._existing(name)
             if collection is None:
                 return 0
-            found = await collection.get(
-                where={"$and": [{"source_id": str(donor.source_id)}, {"generation": donor.generation}]},
-                include=["embeddings", "documents", "metadatas"],
+            found = await self._ask(
+                collection.get(
+                    where={"$and": [{"source_id": str(donor.source_id)}, {"generation": donor.generation}]},
+                    include=["embeddings", "documents", "metadatas"],
+                )
             )
             embeddings: Any = found["embeddings"]
             records = [
@@ -207,21 +243,23 @@ class ChromaStore:
         collection = chroma_collection_name(source.user_id, source.class_id, source.content_type)
         source_id, generation = source.source_id, source.generation
         with _transient_when_down():
-            existing = {c.name for c in await self.client.list_collections()}
+            existing = {c.name for c in await self._ask(self.client.list_collections())}
             if collection not in existing:
                 return
-            coll = await self.client.get_collection(collection)
-            new = await coll.get(
-                where={"$and": [{"source_id": str(source_id)}, {"generation": generation}]},
-                include=["metadatas"],
+            coll = await self._ask(self.client.get_collection(collection))
+            new = await self._ask(
+                coll.get(
+                    where={"$and": [{"source_id": str(source_id)}, {"generation": generation}]},
+                    include=["metadatas"],
+                )
             )
             if new["ids"]:
                 metadatas: Any = [{**dict(m), "visible": True} for m in new["metadatas"] or []]
-                await coll.update(ids=new["ids"], metadatas=metadatas)
+                await self._ask(coll.update(ids=new["ids"], metadatas=metadatas))
             others: Any = {"$and": [{"source_id": str(source_id)}, {"generation": {"$ne": generation}}]}
-            old = await coll.get(where=others, include=[])
+            old = await self._ask(coll.get(where=others, include=[]))
             if old["ids"]:
-                await coll.delete(ids=old["ids"])
+                await self._ask(coll.delete(ids=old["ids"]))
 
     async def delete_records(self, records: Sequence[VectorRecord]) -> None:
         """Delete exactly these documents."""
@@ -229,19 +267,19 @@ class ChromaStore:
         for record in records:
             by_collection[record.chroma_collection].append(record.document_id)
         with _transient_when_down():
-            existing = {c.name for c in await self.client.list_collections()}
+            existing = {c.name for c in await self._ask(self.client.list_collections())}
             for name, ids in by_collection.items():
                 if name in existing:
-                    await (await self.client.get_collection(name)).delete(ids=ids)
+                    await self._ask((await self._ask(self.client.get_collection(name))).delete(ids=ids))
 
     async def collection_names(self) -> list[str]:
         """The name of every collection on the server."""
         with _transient_when_down():
-            return [c.name for c in await self.client.list_collections()]
+            return [c.name for c in await self._ask(self.client.list_collections())]
 
     async def _existing(self, name: str) -> Any:
         try:
-            return await self.client.get_collection(name, embedding_function=None)
+            return await self._ask(self.client.get_collection(name, embedding_function=None))
         except NotFoundError:
             return None
 
@@ -267,8 +305,12 @@ class ChromaStore:
             collection = await self._existing(name)
             if collection is None:
                 return None
-            found = await collection.get(
-                where=where, limit=limit, include=["documents", "metadatas"] if with_text else ["metadatas"]
+            found = await self._ask(
+                collection.get(
+                    where=where,
+                    limit=limit,
+                    include=["documents", "metadatas"] if with_text else ["metadatas"],
+                )
             )
         texts: list[str | None] = list(found["documents"] or []) if with_text else [None] * len(found["ids"])
         return [
@@ -282,15 +324,15 @@ class ChromaStore:
             collection = await self._existing(name)
             if collection is None:
                 return None
-            return len((await collection.get(where=where, include=[]))["ids"])
+            return len((await self._ask(collection.get(where=where, include=[])))["ids"])
 
     async def documents_of_source(self, *, collection: str, source_id: uuid.UUID | str) -> dict[str, Any]:
         """Every document of one source in a collection (ids, metadatas, documents, embeddings)."""
-        existing = {c.name for c in await self.client.list_collections()}
+        existing = {c.name for c in await self._ask(self.client.list_collections())}
         if collection not in existing:
             return {"ids": [], "metadatas": [], "documents": [], "embeddings": []}
-        coll = await self.client.get_collection(collection)
-        result = await coll.get(
-            where={"source_id": str(source_id)}, include=["metadatas", "documents", "embeddings"]
+        coll = await self._ask(self.client.get_collection(collection))
+        result = await self._ask(
+            coll.get(where={"source_id": str(source_id)}, include=["metadatas", "documents", "embeddings"])
         )
         return dict(result)

@@ -113,7 +113,7 @@ def make_qdrant_client(settings: Settings) -> AsyncQdrantClient:
         return AsyncQdrantClient(
             url=settings.qdrant_url,
             api_key=key,
-            timeout=30,
+            timeout=int(settings.store_timeout_seconds),
             prefer_grpc=settings.qdrant_prefer_grpc,
             grpc_port=settings.qdrant_grpc_port,
         )

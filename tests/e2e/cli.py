@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -52,3 +53,14 @@ def lmgpa_in(
         text=True,
         timeout=timeout,
     )
+
+
+def purge(home: Path) -> None:
+    """Stop the stack and delete its data, but keep its workers' and servers' logs beside it (``<home>-logs``):
+    a run that failed on CI then leaves their own account of what happened in pytest's temporary folder."""
+    lmgpa(home, "dev", "down", check=False)
+    kept = home.with_name(f"{home.name}-logs")
+    for log in home.rglob("*.log"):
+        (kept / log.relative_to(home)).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(log, kept / log.relative_to(home))
+    lmgpa(home, "dev", "down", "--purge", check=False)

@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from shared.vectors.records import point_id
-from tests.e2e.cli import lmgpa, lmgpa_in
+from tests.e2e.cli import lmgpa, lmgpa_in, purge
 from tests.media.documents import docx
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(600)]
@@ -37,7 +37,7 @@ def stack_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     try:
         yield home
     finally:
-        lmgpa(home, "dev", "down", "--purge", check=False)
+        purge(home)
 
 
 def refused_uploads(home: Path) -> list[dict[str, Any]]:

@@ -15,7 +15,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from tests.e2e.cli import lmgpa
+from tests.e2e.cli import lmgpa, purge
 from tests.media.pdfs import make_scanned_pdf
 from tests.media.photos import note_photo, save_with_orientation
 from tests.media.speech import encode, make_lecture, speak
@@ -135,7 +135,7 @@ def media_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path
     try:
         yield home, env
     finally:
-        lmgpa(home, "dev", "down", "--purge", check=False)
+        purge(home)
 
 
 def ingest(home: Path, path: Path, user: uuid.UUID, klass: uuid.UUID, *extra: str) -> dict[str, Any]:

@@ -13,7 +13,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from shared.devstack import stack
-from tests.e2e.cli import lmgpa
+from tests.e2e.cli import lmgpa, purge
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -27,7 +27,7 @@ def stack_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     try:
         yield home
     finally:
-        lmgpa(home, "dev", "down", "--purge", check=False)
+        purge(home)
 
 
 def ports(home: Path) -> dict[str, int]:

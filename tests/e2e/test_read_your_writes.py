@@ -33,7 +33,7 @@ from shared.embedder import SentenceEmbedder
 from shared.events.models import SourceUploaded
 from shared.mcp.tools import ChromaTools
 from shared.settings import Settings
-from shared.vectors.chroma import ChromaStore, make_chroma_client
+from shared.vectors.chroma import ChromaStore
 from shared.vectors.qdrant import QdrantStore
 from tests.media import pdfs, photos
 
@@ -145,7 +145,7 @@ async def scenario(world: World, order: list[int]) -> list[dict[str, Any]]:
     qdrant_client = AsyncQdrantClient(url=cfg.qdrant_url)
     qdrant = QdrantStore.from_settings(qdrant_client, cfg)
     tools = ChromaTools(
-        ChromaStore(await make_chroma_client(cfg)),
+        await ChromaStore.connect(cfg),
         world.embedder.embed_query,
         user_id=user,
     )

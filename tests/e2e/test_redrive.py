@@ -21,7 +21,7 @@ import pytest
 from shared.cli.backend import ingest_source
 from shared.devstack import servers, stack
 from shared.settings import Settings
-from tests.e2e.cli import lmgpa
+from tests.e2e.cli import lmgpa, purge
 from tests.media import pdfs
 from tests.media.photos import note_photo, save_image
 from tests.media.speech import make_lecture
@@ -67,7 +67,7 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     try:
         yield folder
     finally:
-        lmgpa(folder, "dev", "down", "--purge", check=False)
+        purge(folder)
 
 
 @pytest.fixture(scope="module")
