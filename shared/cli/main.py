@@ -264,7 +264,10 @@ def dev_up(
 @dev.command("down")
 def dev_down(purge: Annotated[bool, typer.Option(help="Also delete the stack's data.")] = False) -> None:
     """Stop every worker and server of the stack."""
-    typer.echo("stack stopped" if stack.down(purge=purge) else "no stack is running")
+    if stack.down(purge=purge):
+        typer.echo("stack stopped, its data deleted" if purge else "stack stopped")
+    else:
+        typer.echo("no stack is running" + ("" if not purge else ", and no stack's data here to delete"))
 
 
 @dev.command("demo")

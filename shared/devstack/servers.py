@@ -632,6 +632,18 @@ def remove_postgres(server: ServerProcess) -> None:
         shutil.rmtree(sock_dir, ignore_errors=True)
 
 
+def remove_stopped_postgres(home: Path) -> bool:
+    """Delete the cluster of a stack's home whose stack is not running (stopping its server first if it still
+    runs): data, log, socket, and the stand-in folder in TMPDIR that home/postgres may link to. False if home has
+    no cluster."""
+    base = (home.expanduser().resolve() / "postgres").resolve()
+    if not (base / "data" / "PG_VERSION").is_file():
+        return False
+    info = _read_postmaster_pid(base / "data")
+    remove_postgres(_postgres_server(base, info[0] if info else 0, (info[1] or 0) if info else 0))
+    return True
+
+
 # ------------------------------------------------------------------------------------------------- broker
 
 

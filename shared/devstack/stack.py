@@ -358,10 +358,16 @@ def stop_worker(worker: WorkerProcess, *, timeout: float = 30.0) -> None:
 
 
 def down(home: Path | None = None, *, purge: bool = False) -> bool:
-    """Stop every worker and server of the stack; with purge, delete its data. False if none was found."""
+    """Stop every worker and server of the stack; with purge, delete its data (a stopped stack's too). False if
+    there was nothing to stop or delete."""
     home = (home or default_home()).resolve()
     state = load_state(home)
     if state is None:
+        # A stopped stack's data (`dev down`, then `dev down --purge`): only a folder with the stack's own
+        # cluster in it is taken for a stack's home, so nothing else is ever deleted.
+        if purge and servers.remove_stopped_postgres(home):
+            shutil.rmtree(home, ignore_errors=True)
+            return True
         return False
     for worker in state.workers:
         stop_worker(worker)

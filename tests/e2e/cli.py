@@ -58,7 +58,7 @@ def lmgpa_in(
 def purge(home: Path) -> None:
     """Stop the stack and delete its data, but first copy its workers' and servers' logs beside it
     (``<home>-logs``): a run that failed on CI then leaves their own account of what happened in pytest's
-    temporary folder. (Copied while the stack runs: `dev down --purge` purges only a running stack.)"""
+    temporary folder."""
     kept = home.with_name(f"{home.name}-logs")
     for log in home.rglob("*.log"):
         (kept / log.relative_to(home)).parent.mkdir(parents=True, exist_ok=True)

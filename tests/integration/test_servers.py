@@ -114,3 +114,27 @@ async def test_postgres_restarts_on_the_same_port_with_its_data(tmp_path: Path) 
     finally:
         remove_postgres(server)
     assert not server.data_dir.exists()
+
+
+def test_purging_a_stopped_stack_deletes_its_data_and_nothing_else(tmp_path: Path) -> None:
+    """`lmgpa dev down` then `lmgpa dev down --purge`: the second finds no running stack but still deletes the
+    stack's data (its cluster, wherever home/postgres points); a folder without a stack's cluster is left alone."""
+    from shared.devstack import stack
+
+    home = tmp_path / "stack"
+    server = start_postgres(home)
+    (home / "logs").mkdir()
+    (home / "logs" / "upload-0.log").write_text("kept until the purge\n")
+    stop_postgres(server)
+    base = (home / "postgres").resolve()
+    assert base.is_dir() and stack.load_state(home) is None
+
+    stranger = tmp_path / "not-a-stack"
+    stranger.mkdir()
+    (stranger / "notes.txt").write_text("mine")
+    assert stack.down(stranger, purge=True) is False
+    assert (stranger / "notes.txt").read_text() == "mine"
+    assert stack.down(home, purge=False) is False and base.is_dir()  # without --purge: nothing to do
+
+    assert stack.down(home, purge=True) is True
+    assert not home.exists() and not base.exists()
