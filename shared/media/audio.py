@@ -32,6 +32,7 @@ MAX_PLAUSIBLE_SECONDS = 7 * 24 * 3600.0  # a longer declared duration is a lie; 
 MAX_DECODE_ERRORS = 50  # bad packets skipped in one call before the file counts as corrupt
 TAIL_TOLERANCE_SECONDS = 2.5  # audio may end this much before the declared duration (encoder padding)
 PREROLL_SECONDS = 0.5  # decoded and dropped before a span, so decoder and resampler state have settled
+_S16_SCALE = 32768.0  # 16-bit samples to floats in [-1, 1), as faster-whisper scales them
 # Formats whose declared duration FFmpeg estimates from the bitrate (VBR mp3, raw AAC): measured by demuxing.
 ESTIMATED_DURATION_FORMATS = frozenset({"mp3", "aac", "ac3", "eac3", "mp2", "adts", "amr"})
 # Speaker-channel detection (see speaker_channels): thresholds set from measurements in tests/unit/test_audio.py.
@@ -349,14 +350,18 @@ def _collect(
     sample_rate: int,
 ) -> list[Float32Array] | None:
     """Decode and resample from the current position, keeping samples [first, last); None if we started late."""
-    resampler = av.AudioResampler(format="fltp", rate=sample_rate)
+    # 16-bit planar, then scaled to [-1, 1): the samples faster-whisper's own decode_audio gives the model (it
+    # resamples to s16 too), so a file reads the same in the worker as in faster-whisper alone. Whisper's beam
+    # search reacts to differences far below hearing: float output differs from it by an rms of 8e-6 on speech of
+    # rms 0.087, and read a bench lecture at WER 0.052 against 0.046.
+    resampler = av.AudioResampler(format="s16p", rate=sample_rate)
     chunks: list[Float32Array] = []
     position: int | None = None  # index (at sample_rate, from the stream's origin) of the next output sample
 
     def keep(frames: list[av.AudioFrame]) -> bool:
         nonlocal position
         for out in frames:
-            data = out.to_ndarray().astype(np.float32, copy=False)
+            data = out.to_ndarray().astype(np.float32) / _S16_SCALE
             begin = position or 0
             position = begin + data.shape[1]
             lo = max(first - begin, 0)

@@ -42,7 +42,7 @@ from shared.media.whisper_models import (
     tiny_en_dir,
 )
 from tests.media import DATA
-from tests.media.speech import ldc_reference, make_lecture, make_two_speaker_stereo, wer
+from tests.media.speech import encode, ldc_reference, make_lecture, make_two_speaker_stereo, wer
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(900)]
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -121,6 +121,25 @@ def test_lecture(engine: SpeechEngine, media: dict[str, Any]) -> None:
     """A generated multi-topic lecture: WER under the measured bound."""
     score, _, _ = _run(engine, media["folder"] / "lecture.wav", media["lecture"])
     assert score <= LECTURE_MAX_WER
+
+
+@pytest.mark.parametrize("fmt", ["wav", "m4a", "mp3", "ogg"])
+def test_the_worker_decodes_the_samples_faster_whisper_decodes(
+    faster_tiny: SpeechEngine, media: dict[str, Any], fmt: str
+) -> None:
+    """A mono file gives the model exactly the samples faster-whisper's own decode_audio gives it (16-bit,
+    scaled), so it reads the same in the worker as in faster-whisper alone: its transcript is the same too."""
+    faster_whisper: Any = importlib.import_module("faster_whisper")
+    wav = media["folder"] / "lecture.wav"
+    path = wav if fmt == "wav" else encode(wav, media["folder"] / f"lecture.{fmt}", fmt)
+    ours = decode_audio(path)
+    theirs = faster_whisper.decode_audio(str(path), sampling_rate=16000)
+    assert ours.shape == (1, theirs.shape[0])
+    assert np.array_equal(ours[0], theirs)
+    if fmt == "m4a":  # one transcription is enough to show it: the same samples in, the same words out
+        worker = " ".join(s.text for s in transcribe_channels(faster_tiny, ours, None))
+        alone = " ".join(s.text for s in faster_tiny.transcribe(theirs))
+        assert worker == alone
 
 
 def test_shared_recordings(engine: SpeechEngine) -> None:
