@@ -20,9 +20,9 @@ After the stack is stopped, the bare engines on the same input, nothing else of 
   worker's figures). What the worker does beyond it: it probes the file and plans its pieces (PyAV decodes
   short windows to find quiet cuts and decides on speaker channels), decodes each piece with its own PyAV code
   (seek, pre-roll, resampling), transcribes pieces of at most `audio_piece_seconds` (600 s) one by one, and
-  stores every piece's segments and the transcript in PostgreSQL. Its samples are faster-whisper's but for the
-  latter's rounding to 16 bits, and Whisper's beam search notices even that: the transcripts' WERs differ
-  within the spread a 1% change of volume gives (0.040 to 0.053 on the default lecture), both ways round.
+  stores every piece's segments and the transcript in PostgreSQL. Its samples are faster-whisper's, bit for bit
+  (both resample to 16 bits), so on a mono file both transcripts should be the same: a WER gap between them
+  means the inputs differ.
 - Tesseract alone: `pytesseract.image_to_data` on each image file (Tesseract decodes it itself), the same
   language (eng) and Tesseract's default page segmentation and engine modes as the worker, single-threaded
   (OMP_THREAD_LIMIT=1, as shared.media.images gives the worker's Tesseract). What the worker does beyond it:
