@@ -13,7 +13,8 @@ import os
 import signal
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -31,24 +32,24 @@ BOUND = 2.0
 """store_timeout_seconds in these tests."""
 
 
-@pytest.fixture(scope="module")
-def chroma(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    server = servers.start_chroma(tmp_path_factory.mktemp("quiet-chroma"))
+def own(start: Callable[[Path], ServerProcess], home: Path) -> Iterator[ServerProcess]:
+    """A server of this module's own, resumed (if a test left it paused) and stopped at the end."""
+    server = start(home)
     try:
         yield server
     finally:
         resume(server)
         servers.stop_process(server)
+
+
+@pytest.fixture(scope="module")
+def chroma(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    yield from own(servers.start_chroma, tmp_path_factory.mktemp("quiet-chroma"))
 
 
 @pytest.fixture(scope="module")
 def qdrant(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    server = servers.start_qdrant(tmp_path_factory.mktemp("quiet-qdrant"))
-    try:
-        yield server
-    finally:
-        resume(server)
-        servers.stop_process(server)
+    yield from own(servers.start_qdrant, tmp_path_factory.mktemp("quiet-qdrant"))
 
 
 def record(user: uuid.UUID, klass: uuid.UUID, n: int) -> VectorRecord:
