@@ -252,9 +252,19 @@ def schemas_check() -> None:
 def dev_up(
     services: Annotated[list[str] | None, typer.Option("--service", help="Start only these workers.")] = None,
     replicas: Annotated[int, typer.Option(min=1, help="Processes per worker.")] = 1,
+    stop_with_pid: Annotated[
+        int | None,
+        typer.Option(
+            envvar="LMGPA_DEV_STOP_WITH_PID",
+            help="Stop the stack once this process has ended (a test run or script that may die before its "
+            "teardown); its data stays.",
+        ),
+    ] = None,
 ) -> None:
     """Start PostgreSQL, the broker, Chroma, Qdrant and the workers; prints how to reach them."""
-    state = stack.up(services=tuple(services or stack.DEFAULT_WORKERS), replicas=replicas)
+    state = stack.up(
+        services=tuple(services or stack.DEFAULT_WORKERS), replicas=replicas, stop_with_pid=stop_with_pid
+    )
     typer.echo(f"stack up in {state.home}")
     for w in state.workers:
         typer.echo(f"  worker {w.service}-{w.replica}: pid {w.pid}, log {w.log_path}")

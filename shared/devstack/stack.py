@@ -178,6 +178,21 @@ def start_worker(state: StackState, service: str, replica: int = 0) -> WorkerPro
     )
 
 
+def start_watcher(home: Path, owner: int) -> int:
+    """Start the detached process that stops the stack once `owner` has ended; returns its pid."""
+    log_path = home / "logs" / "watch.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "shared.devstack.watch", str(home), str(owner)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    return process.pid
+
+
 def _read_from(path: Path, offset: int) -> str:
     """A log's text from a byte offset on ('' if it does not exist yet)."""
     if not path.exists():
@@ -250,10 +265,13 @@ def up(
     replicas: int = 1,
     search_api: bool = True,
     reconciler: bool = True,
+    stop_with_pid: int | None = None,
 ) -> StackState:
     """Start (or find running) the whole stack with `replicas` processes of each worker; idempotent.
 
-    A server that cannot start raises ServerStartError with the tail of its log: nothing falls back."""
+    With `stop_with_pid`, a watcher (shared.devstack.watch) stops the stack once that process has ended: for a
+    test run or script that may die before its own teardown. A server that cannot start raises ServerStartError
+    with the tail of its log: nothing falls back."""
     home = (home or default_home()).resolve()
     home.mkdir(parents=True, exist_ok=True)
     state = load_state(home)
@@ -288,6 +306,8 @@ def up(
         state.save()
         for worker in started:
             wait_ready(worker)
+        if stop_with_pid is not None:
+            start_watcher(home, stop_with_pid)
     except BaseException:
         # A `dev up` that fails leaves nothing of its own running: the whole stack if it started it, else the
         # workers it added to a stack that was already up.

@@ -21,7 +21,9 @@ def lmgpa(
     """Run the CLI with only the stack's home set (no other LMGPA_ variable leaks in from the tests), plus the
     given ``settings`` (a `dev up` passes them on to the workers it starts)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("LMGPA_")}
-    env |= {"LMGPA_DEV_HOME": str(home), "HF_HUB_OFFLINE": "1", **(settings or {})}
+    # A stack this test run starts stops itself if the run dies before its teardown (killed, timed out).
+    env |= {"LMGPA_DEV_HOME": str(home), "LMGPA_DEV_STOP_WITH_PID": str(os.getpid()), "HF_HUB_OFFLINE": "1"}
+    env |= settings or {}
     result = subprocess.run(
         [sys.executable, "-m", "shared.cli.main", *args],
         cwd=REPO,

@@ -89,7 +89,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     saved = dict(os.environ)
     os.environ["LMGPA_QDRANT_INDEXING_THRESHOLD_KB"] = str(INDEXING_THRESHOLD_KB)
     try:
-        state = stack.up(home)
+        state = stack.up(home, stop_with_pid=os.getpid())
     finally:
         os.environ.clear()
         os.environ.update(saved)

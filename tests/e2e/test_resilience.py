@@ -118,7 +118,7 @@ async def publish_raw(settings: Settings, value: bytes) -> None:
 @pytest.fixture(scope="module")
 def resilient_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     home = tmp_path_factory.mktemp("resilience")
-    state = stack.up(home, replicas=2)
+    state = stack.up(home, replicas=2, stop_with_pid=os.getpid())
     env = state.env
     saved = dict(os.environ)
     os.environ.update({k: v for k, v in env.items()})
