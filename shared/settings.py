@@ -48,6 +48,9 @@ class Settings(BaseSettings):
         description="Talk to the Qdrant server over gRPC instead of REST (measured: make bench-qdrant).",
     )
     qdrant_api_key: SecretStr | None = Field(default=None, description="Qdrant API key, if any.")
+    qdrant_collection: str = Field(
+        default="lmgpa_chunks", description="The Qdrant collection for all chunks."
+    )
     store_timeout_seconds: float = Field(
         default=30.0,
         gt=0,
@@ -55,9 +58,6 @@ class Settings(BaseSettings):
             "Longest wait for one answer from Chroma or Qdrant; past it the request counts as a transient failure "
             "and is retried (a server that accepts a connection and goes quiet must not hang a worker)."
         ),
-    )
-    qdrant_collection: str = Field(
-        default="lmgpa_chunks", description="The Qdrant collection for all chunks."
     )
     search_url: str | None = Field(
         default=None,

@@ -274,10 +274,10 @@ def dev_up(
 @dev.command("down")
 def dev_down(purge: Annotated[bool, typer.Option(help="Also delete the stack's data.")] = False) -> None:
     """Stop every worker and server of the stack."""
-    if stack.down(purge=purge):
-        typer.echo("stack stopped, its data deleted" if purge else "stack stopped")
+    if not stack.down(purge=purge):
+        typer.echo("no stack here" if purge else "no stack is running")
     else:
-        typer.echo("no stack is running" + ("" if not purge else ", and no stack's data here to delete"))
+        typer.echo("stack stopped and its data deleted" if purge else "stack stopped")
 
 
 @dev.command("demo")

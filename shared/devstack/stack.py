@@ -178,8 +178,17 @@ def start_worker(state: StackState, service: str, replica: int = 0) -> WorkerPro
     )
 
 
+WATCHER_PID_FILE = "watch.pid"
+
+
 def start_watcher(home: Path, owner: int) -> int:
-    """Start the detached process that stops the stack once `owner` has ended; returns its pid."""
+    """Start the detached process that stops the stack once `owner` has ended, unless the stack has one already
+    (a `dev up` of a running stack: its first owner holds); returns the watcher's pid."""
+    pid_file = home / WATCHER_PID_FILE
+    if pid_file.exists():
+        running = int(pid_file.read_text())
+        if servers.is_running(running):
+            return running
     log_path = home / "logs" / "watch.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
@@ -190,6 +199,7 @@ def start_watcher(home: Path, owner: int) -> int:
             stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
+    pid_file.write_text(str(process.pid))
     return process.pid
 
 

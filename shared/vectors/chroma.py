@@ -37,9 +37,6 @@ COLLECTION_CONFIGURATION: CreateCollectionConfiguration = {"hnsw": {"space": "co
 UPSERT_BATCH = 256
 SCAN_PAGE = 2000
 """Vectors read per request when a search ranks a collection exactly."""
-DEFAULT_TIMEOUT = 30.0
-"""Seconds one request may take (Settings.store_timeout_seconds)."""
-
 T = TypeVar("T")
 
 
@@ -87,7 +84,7 @@ async def _answer(request: Awaitable[T], seconds: float) -> T:
 class ChromaStore:
     """Writes and reads chunks; always passes vectors, so Chroma never reaches for its own model."""
 
-    def __init__(self, client: AsyncClientAPI, *, timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(self, client: AsyncClientAPI, *, timeout: float) -> None:
         self.client = client
         self.timeout = timeout
         """Seconds each request may take (see `_answer`)."""

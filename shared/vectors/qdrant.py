@@ -8,6 +8,7 @@ measured by ``make bench-retrieval``.
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
@@ -113,7 +114,7 @@ def make_qdrant_client(settings: Settings) -> AsyncQdrantClient:
         return AsyncQdrantClient(
             url=settings.qdrant_url,
             api_key=key,
-            timeout=int(settings.store_timeout_seconds),
+            timeout=math.ceil(settings.store_timeout_seconds),  # the client takes whole seconds: never 0
             prefer_grpc=settings.qdrant_prefer_grpc,
             grpc_port=settings.qdrant_grpc_port,
         )

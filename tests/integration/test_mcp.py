@@ -25,7 +25,7 @@ from shared.devstack.servers import ServerProcess, postgres_dsn
 from shared.embedder import SentenceEmbedder
 from shared.events.models import EmbeddedChunk, SourceRef, encode_vector
 from shared.settings import Settings
-from shared.vectors.chroma import ChromaStore, make_chroma_client
+from shared.vectors.chroma import ChromaStore
 from shared.vectors.records import VectorRecord, chroma_collection_name, to_record
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
@@ -126,9 +126,9 @@ async def world(
             )
             records.append(to_record(ref, chunk, model=MODEL))
     assert sum(1 for r in records if not r.metadata["visible"]) == 1
-    client = await make_chroma_client(Settings(chroma_url=chroma_server.url))
-    await ChromaStore(client).upsert(records)
-    existing = {c.name for c in await client.list_collections()}
+    store = await ChromaStore.connect(Settings(chroma_url=chroma_server.url))
+    await store.upsert(records)
+    existing = set(await store.collection_names())
     # The server also reads PostgreSQL and Qdrant (the diagnosis tools: test_mcp_diagnosis.py); none of these
     # tests asks them anything.
     world = World(

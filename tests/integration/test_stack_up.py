@@ -41,9 +41,14 @@ def test_a_stack_stops_itself_once_the_process_it_was_started_for_has_ended(tmp_
     owner = subprocess.Popen(["sleep", "600"])
     home = tmp_path / "owned"
     state = stack.up(home, services=("upload",), search_api=False, reconciler=False, stop_with_pid=owner.pid)
+    watcher = (home / stack.WATCHER_PID_FILE).read_text()
+    again = stack.up(home, services=("upload",), search_api=False, reconciler=False, stop_with_pid=owner.pid)
+    assert (home / stack.WATCHER_PID_FILE).read_text() == watcher, "one watcher, however often `up` runs"
+    assert [w.pid for w in again.workers] == [w.pid for w in state.workers]
     pids = [w.pid for w in state.workers] + [
         state.server(n).pid for n in ("postgres", "broker", "chroma", "qdrant")
     ]
+    pids.append(int(watcher))  # the watcher too ends with the stack
     time.sleep(3)
     assert all(servers.is_running(pid) for pid in pids), "the stack runs while its owner does"
     owner.kill()
